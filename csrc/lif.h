@@ -1,0 +1,143 @@
+// Host-side argument checking and layout for the fused LIF op, shared by the CPU and CUDA implementations.
+#pragma once
+
+#include <optional>
+#include <type_traits>
+#include <string>
+#include <tuple>
+
+#include <ATen/ATen.h>
+
+#include "lif_math.h"
+
+namespace ndsnn {
+
+// Neuron layout of one time step of x: [N, C, inner] when a parameter is per channel, else [1, 1, M].
+struct LifLayout {
+  int64_t steps = 0;    // T
+  int64_t neurons = 0;  // M = numel / T
+  int64_t channels = 1;
+  int64_t inner = 1;    // neurons per (sample, channel)
+};
+
+inline bool is_per_channel(const std::optional<at::Tensor>& p) { return p.has_value() && p->numel() > 1; }
+
+inline void check_param(const std::optional<at::Tensor>& p, const at::Tensor& x, const char* name) {
+  if (!p.has_value()) return;
+  TORCH_CHECK(at::isFloatingType(p->scalar_type()), "ndsnn.lif: ", name, " must be a floating-point tensor, got ",
+              p->scalar_type());
+  TORCH_CHECK(p->device() == x.device(), "ndsnn.lif: ", name, " is on ", p->device(), " but x_seq is on ",
+              x.device());
+  if (p->numel() > 1) {
+    TORCH_CHECK(x.dim() >= 3, "ndsnn.lif: a per-channel ", name, " needs x_seq of shape [T, N, C, ...], got ",
+                x.sizes());
+    TORCH_CHECK(p->dim() == 1 && p->size(0) == x.size(2), "ndsnn.lif: ", name,
+                " must have one element or shape [C] = [", x.size(2), "], got ", p->sizes());
+  }
+}
+
+inline LifLayout lif_layout(const at::Tensor& x, const std::optional<at::Tensor>& tau,
+                            const std::optional<at::Tensor>& v_threshold) {
+  TORCH_CHECK(x.dim() >= 2, "ndsnn.lif: x_seq must have shape [T, N, ...], got ", x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "ndsnn.lif: x_seq must be floating point, got ",
+              x.scalar_type());
+  check_param(tau, x, "tau");
+  check_param(v_threshold, x, "v_threshold");
+  LifLayout layout;
+  layout.steps = x.size(0);
+  layout.neurons = layout.steps == 0 ? 0 : x.numel() / layout.steps;
+  if (is_per_channel(tau) || is_per_channel(v_threshold)) {
+    layout.channels = x.size(2);
+    layout.inner = layout.channels == 0 ? 0 : layout.neurons / (x.size(1) * layout.channels);
+    if (x.size(1) == 0) layout.inner = 0;
+  } else {
+    layout.inner = layout.neurons;
+  }
+  return layout;
+}
+
+// The parameter as a contiguous tensor in the kernel's arithmetic type (undefined when given as a number).
+inline at::Tensor param_values(const std::optional<at::Tensor>& p, at::ScalarType math_type) {
+  if (!p.has_value()) return at::Tensor();
+  return p->to(math_type).contiguous();
+}
+
+template <typename T>
+inline ChannelParam<T> channel_param(const at::Tensor& values, double fallback) {
+  if (!values.defined()) return ChannelParam<T>{nullptr, static_cast<T>(fallback), false};
+  return ChannelParam<T>{values.data_ptr<T>(), T(0), values.numel() > 1};
+}
+
+// Saved-h dtype: the input dtype, or a 16-bit type for fp32 input.
+inline at::ScalarType saved_type(const at::Tensor& x, std::optional<at::ScalarType> saved_dtype) {
+  if (!saved_dtype.has_value() || *saved_dtype == x.scalar_type()) return x.scalar_type();
+  TORCH_CHECK(x.scalar_type() == at::kFloat && (*saved_dtype == at::kHalf || *saved_dtype == at::kBFloat16),
+              "ndsnn.lif: saved_dtype may be float16 or bfloat16 only for float32 input; got saved_dtype=",
+              *saved_dtype, " for x_seq of dtype ", x.scalar_type());
+  return *saved_dtype;
+}
+
+// Reduce per-neuron parameter gradients [M] (per time-summed) to the parameter's shape.
+inline at::Tensor reduce_param_grad(const at::Tensor& per_neuron, const std::optional<at::Tensor>& p,
+                                    const at::Tensor& x, const LifLayout& layout) {
+  at::Tensor total;
+  if (is_per_channel(p)) {
+    total = per_neuron.view({x.size(1), layout.channels, layout.inner}).sum(at::IntArrayRef{0, 2});
+  } else {
+    total = per_neuron.sum();
+  }
+  return total.reshape(p->sizes()).to(p->scalar_type());
+}
+
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls fn(TypeTag<input type>, TypeTag<saved-h type>) for the supported (input, saved) dtype pairs.
+template <typename Fn>
+inline void dispatch_lif_types(at::ScalarType input, at::ScalarType saved, const Fn& fn) {
+  using at::ScalarType;
+  if (input == saved) {
+    switch (input) {
+      case ScalarType::Float: return fn(TypeTag<float>{}, TypeTag<float>{});
+      case ScalarType::Double: return fn(TypeTag<double>{}, TypeTag<double>{});
+      case ScalarType::Half: return fn(TypeTag<c10::Half>{}, TypeTag<c10::Half>{});
+      case ScalarType::BFloat16: return fn(TypeTag<c10::BFloat16>{}, TypeTag<c10::BFloat16>{});
+      default: break;
+    }
+  } else if (input == ScalarType::Float && saved == ScalarType::Half) {
+    return fn(TypeTag<float>{}, TypeTag<c10::Half>{});
+  } else if (input == ScalarType::Float && saved == ScalarType::BFloat16) {
+    return fn(TypeTag<float>{}, TypeTag<c10::BFloat16>{});
+  }
+  TORCH_CHECK(false, "ndsnn.lif: unsupported dtypes: input ", input, " with saved h ", saved);
+}
+
+// Calls fn(std::integral_constant<Surrogate, S>) for the surrogate named `name`.
+template <typename Fn>
+inline void dispatch_surrogate(c10::string_view name, const Fn& fn) {
+  switch (surrogate_from_name(std::string(name))) {
+    case Surrogate::ATan: return fn(std::integral_constant<Surrogate, Surrogate::ATan>{});
+    case Surrogate::Sigmoid: return fn(std::integral_constant<Surrogate, Surrogate::Sigmoid>{});
+    case Surrogate::Triangle: return fn(std::integral_constant<Surrogate, Surrogate::Triangle>{});
+    case Surrogate::Rectangle: return fn(std::integral_constant<Surrogate, Surrogate::Rectangle>{});
+    case Surrogate::SoftSign: return fn(std::integral_constant<Surrogate, Surrogate::SoftSign>{});
+  }
+}
+
+// Checks shared by the backward implementations; returns the layout.
+inline LifLayout check_backward_args(const at::Tensor& grad_spikes, const std::optional<at::Tensor>& grad_h,
+                                     const at::Tensor& h, const std::optional<at::Tensor>& tau,
+                                     const std::optional<at::Tensor>& v_threshold) {
+  TORCH_CHECK(grad_spikes.sizes() == h.sizes(), "ndsnn.lif_backward: grad_spikes has shape ", grad_spikes.sizes(),
+              " but h has shape ", h.sizes());
+  TORCH_CHECK(grad_spikes.device() == h.device(), "ndsnn.lif_backward: grad_spikes and h are on different devices");
+  if (grad_h.has_value()) {
+    TORCH_CHECK(grad_h->sizes() == h.sizes() && grad_h->scalar_type() == h.scalar_type(),
+                "ndsnn.lif_backward: grad_h must match h in shape and dtype");
+  }
+  return lif_layout(h, tau, v_threshold);
+}
+
+}  // namespace ndsnn

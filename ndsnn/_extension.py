@@ -1,0 +1,204 @@
+"""Finding, checking and loading the compiled kernels.
+
+Order of preference:
+1. the library built by ``setup.py`` next to this file (``ndsnn/_C*.so``), if it was built against the
+   torch that is running (a library built against another torch is refused: loading it could crash);
+2. a library compiled on first use with ``torch.utils.cpp_extension.load`` (ninja), cached per torch, Python
+   and CUDA version under ``$NDSNN_CACHE_DIR`` (default ``~/.cache/ndsnn``);
+3. nothing: every op runs its plain-PyTorch reference, and a warning says so once.
+
+``NDSNN_KERNELS`` selects the policy: ``auto`` (default, 1 then 2), ``prebuilt`` (1 only), ``jit`` (2 only)
+or ``off`` (3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CPU_SOURCES = ("ndsnn.cpp", "cpu/lif_cpu.cpp")
+CUDA_SOURCES = ("cuda/lif_cuda.cu",)
+CXX_FLAGS = ("-O3", "-ffp-contract=off")
+NVCC_FLAGS = ("-O3",)
+REBUILD_HINT = "pip install --no-build-isolation -e . (or delete that file to compile on first use)"
+
+
+@dataclass
+class KernelStatus:
+    """Which compiled library, if any, serves the ops, and why."""
+
+    source: str = "none"  # "prebuilt", "jit" or "none"
+    path: str | None = None
+    build_info: dict[str, str] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def loaded(self) -> bool:
+        return self.source != "none"
+
+
+_status: KernelStatus | None = None
+
+
+def sources_dir() -> Path | None:
+    """The C++/CUDA sources: shipped inside the package, or the checkout's csrc/ for editable installs."""
+    for candidate in (PACKAGE_DIR / "_csrc", PACKAGE_DIR.parent / "csrc"):
+        if (candidate / CPU_SOURCES[0]).is_file():
+            return candidate
+    return None
+
+
+def prebuilt_library() -> Path | None:
+    found = sorted(PACKAGE_DIR.glob("_C*.so")) + sorted(PACKAGE_DIR.glob("_C*.pyd"))
+    return found[0] if found else None
+
+
+def torch_tag() -> str:
+    """Identifies the running torch build; a compiled library is only valid for the same tag."""
+    cuda = f"cu{torch.version.cuda}" if torch.version.cuda else "cpu"
+    return f"torch{torch.__version__}-{cuda}-py{sys.version_info.major}{sys.version_info.minor}"
+
+
+def _parse_build_info(text: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in text.split(";") if "=" in item)
+
+
+def _try_prebuilt(status: KernelStatus) -> bool:
+    library = prebuilt_library()
+    if library is None:
+        status.messages.append("no prebuilt library next to the package")
+        return False
+    info_file = PACKAGE_DIR / "_build_info.json"
+    try:
+        built = json.loads(info_file.read_text())
+    except (OSError, ValueError):
+        built = {}
+    built_for = built.get("torch_tag")
+    if built_for != torch_tag():
+        status.messages.append(
+            f"refused {library.name}: built for {built_for or 'an unknown torch'}, but {torch_tag()} is "
+            f"running; rebuild with: {REBUILD_HINT}"
+        )
+        return False
+    torch.ops.load_library(str(library))
+    status.source, status.path = "prebuilt", str(library)
+    return True
+
+
+def _cuda_toolkit_usable() -> bool:
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return bool(torch.version.cuda) and torch.cuda.is_available() and CUDA_HOME is not None
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("NDSNN_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "ndsnn"
+    )
+    return Path(base) / torch_tag()
+
+
+def _try_jit(status: KernelStatus) -> bool:
+    csrc = sources_dir()
+    if csrc is None:
+        status.messages.append("the C++ sources are not installed with the package")
+        return False
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        status.messages.append("no C++ compiler (c++) on PATH")
+        return False
+    from torch.utils import cpp_extension
+
+    with_cuda = _cuda_toolkit_usable()
+    sources = [str(csrc / s) for s in CPU_SOURCES]
+    if with_cuda:
+        sources += [str(csrc / s) for s in CUDA_SOURCES]
+    build_dir = cache_dir()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    name = "ndsnn_kernels_cuda" if with_cuda else "ndsnn_kernels"
+    if not (build_dir / f"{name}.so").exists():
+        print(
+            f"ndsnn: compiling the {'C++/CUDA' if with_cuda else 'C++'} kernels for {torch_tag()} into "
+            f"{build_dir} (first use only, about a minute)",
+            file=sys.stderr,
+            flush=True,
+        )
+    defines = ["-DNDSNN_WITH_CUDA"] if with_cuda else []
+    try:
+        cpp_extension.load(
+            name=name,
+            sources=sources,
+            extra_cflags=[*CXX_FLAGS, *defines],
+            extra_cuda_cflags=[*NVCC_FLAGS, *defines],
+            extra_include_paths=[str(csrc)],
+            build_directory=str(build_dir),
+            with_cuda=with_cuda,
+            is_python_module=False,
+            verbose=os.environ.get("NDSNN_VERBOSE_BUILD") == "1",
+        )
+    except Exception as error:  # a failed compile must not make the package unusable
+        status.messages.append(f"compiling the kernels failed: {str(error).strip().splitlines()[-1]}")
+        return False
+    status.source, status.path = "jit", str(build_dir / f"{name}.so")
+    return True
+
+
+def load() -> KernelStatus:
+    """Loads the kernels once per process and returns how; warns once if none could be loaded."""
+    global _status
+    if _status is not None:
+        return _status
+    status = KernelStatus()
+    policy = os.environ.get("NDSNN_KERNELS", "auto").lower()
+    if policy not in ("auto", "prebuilt", "jit", "off"):
+        raise ValueError(f"NDSNN_KERNELS must be one of auto, prebuilt, jit, off; got {policy!r}")
+    if policy == "off":
+        status.messages.append("NDSNN_KERNELS=off")
+    else:
+        loaded = policy in ("auto", "prebuilt") and _try_prebuilt(status)
+        if not loaded and policy in ("auto", "jit"):
+            _try_jit(status)
+    if status.loaded:
+        status.build_info = _parse_build_info(torch.ops.ndsnn.build_info())
+    else:
+        warnings.warn(
+            "ndsnn: no compiled kernels could be used (" + "; ".join(status.messages) + "); every op runs its "
+            "plain-PyTorch reference implementation, which is correct but slow.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    _status = status
+    return status
+
+
+def has_kernel(op: str, device_type: str) -> bool:
+    """Whether the compiled library registered `ndsnn::op` for this device type ("cpu", "cuda")."""
+    if not load().loaded:
+        return False
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"ndsnn::{op}", key)
+
+
+_warned_fallbacks: set[tuple[str, str]] = set()
+
+
+def use_kernel(op: str, device: torch.device) -> bool:
+    """True if `op` has a compiled kernel for `device`; otherwise warns once per (op, device type)."""
+    if has_kernel(op, device.type):
+        return True
+    if load().loaded and (op, device.type) not in _warned_fallbacks:
+        _warned_fallbacks.add((op, device.type))
+        warnings.warn(
+            f"ndsnn: the compiled library has no {device.type} kernel for {op}; using the reference "
+            "implementation on that device.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return False

@@ -1,0 +1,109 @@
+"""``ndsnn.nn.LIF``: multi-step LIF neurons as a module, with optional learnable threshold and leak."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..ops.lif import check_lif_args, lif
+
+# Smallest tau a learnable leak can reach: keeps tau > 1 (the op's requirement) when the leak saturates.
+MIN_LEARNED_TAU = 1.0 + 2.0**-16
+
+
+class LIF(nn.Module):
+    """Leaky integrate-and-fire neurons over a whole sequence x_seq [T, N, ...] (SpikingJelly's LIFNode,
+    multi-step mode), computed by the fused kernel.
+
+    Each call starts from v = v_reset and runs all T steps; the module keeps no state between calls.
+    learnable_threshold / learnable_tau make v_threshold / the leak parameters, per layer or, with
+    num_channels=C, per channel (dim 2 of x_seq). The leak is learned as w with 1/tau = sigmoid(w), as in
+    SpikingJelly's ParametricLIFNode, so tau stays > 1. With store_h, the membrane potential before reset
+    of the last call is kept (detached) in ``last_h``, for criticality scoring.
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        v_threshold: float = 1.0,
+        v_reset: float | None = 0.0,
+        decay_input: bool = True,
+        detach_reset: bool = False,
+        surrogate: str = "atan",
+        alpha: float | None = None,
+        learnable_threshold: bool = False,
+        learnable_tau: bool = False,
+        num_channels: int | None = None,
+        saved_dtype: torch.dtype | None = None,
+        store_h: bool = False,
+    ) -> None:
+        super().__init__()
+        check_lif_args(torch.empty(1, 1), tau, v_threshold, v_reset, surrogate, alpha, None)
+        if num_channels is not None and (not isinstance(num_channels, int) or num_channels < 1):
+            raise ValueError(f"num_channels must be a positive int or None, got {num_channels!r}")
+        shape = (num_channels,) if num_channels is not None else ()
+        self.v_reset = v_reset
+        self.decay_input = decay_input
+        self.detach_reset = detach_reset
+        self.surrogate = surrogate
+        self.alpha = alpha
+        self.num_channels = num_channels
+        self.saved_dtype = saved_dtype
+        self.store_h = store_h
+        self.last_h: torch.Tensor | None = None
+        self._tau = float(tau)
+        self._v_threshold = float(v_threshold)
+        self.tau_logit = nn.Parameter(torch.full(shape, -math.log(tau - 1.0))) if learnable_tau else None
+        self.threshold = nn.Parameter(torch.full(shape, float(v_threshold))) if learnable_threshold else None
+        if num_channels is not None and not learnable_tau:
+            self.register_buffer("tau_values", torch.full(shape, float(tau)))
+        else:
+            self.tau_values = None
+        if num_channels is not None and not learnable_threshold:
+            self.register_buffer("threshold_values", torch.full(shape, float(v_threshold)))
+        else:
+            self.threshold_values = None
+
+    @property
+    def tau(self) -> float | torch.Tensor:
+        """The membrane time constant: a float, or a tensor when learnable or per channel."""
+        if self.tau_logit is not None:
+            return (1.0 + torch.exp(-self.tau_logit)).clamp_min(MIN_LEARNED_TAU)
+        return self.tau_values if self.tau_values is not None else self._tau
+
+    @property
+    def v_threshold(self) -> float | torch.Tensor:
+        if self.threshold is not None:
+            return self.threshold
+        return self.threshold_values if self.threshold_values is not None else self._v_threshold
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        spikes, h = lif(
+            x_seq,
+            tau=self.tau,
+            v_threshold=self.v_threshold,
+            v_reset=self.v_reset,
+            decay_input=self.decay_input,
+            detach_reset=self.detach_reset,
+            surrogate=self.surrogate,
+            alpha=self.alpha,
+            return_h=True,
+            saved_dtype=self.saved_dtype,
+        )
+        self.last_h = h.detach() if self.store_h else None
+        return spikes
+
+    def extra_repr(self) -> str:
+        parts = [
+            f"tau={'learnable' if self.tau_logit is not None else self._tau}",
+            f"v_threshold={'learnable' if self.threshold is not None else self._v_threshold}",
+            f"v_reset={self.v_reset}",
+            f"decay_input={self.decay_input}",
+            f"detach_reset={self.detach_reset}",
+            f"surrogate={self.surrogate}",
+        ]
+        if self.num_channels is not None:
+            parts.append(f"num_channels={self.num_channels}")
+        return ", ".join(parts)

@@ -1,0 +1,7 @@
+"""Ops: each with a compiled kernel (torch.ops.ndsnn.*), a plain-PyTorch reference, autograd and fake kernels."""
+
+from .lif import lif
+from .lif_reference import lif_reference
+from .surrogate import DEFAULT_ALPHA, SURROGATES, spike, surrogate_grad
+
+__all__ = ["DEFAULT_ALPHA", "SURROGATES", "lif", "lif_reference", "spike", "surrogate_grad"]
