@@ -48,8 +48,8 @@ inline LifLayout lif_layout(const at::Tensor& x, const std::optional<at::Tensor>
   layout.neurons = layout.steps == 0 ? 0 : x.numel() / layout.steps;
   if (is_per_channel(tau) || is_per_channel(v_threshold)) {
     layout.channels = x.size(2);
-    layout.inner = layout.channels == 0 ? 0 : layout.neurons / (x.size(1) * layout.channels);
-    if (x.size(1) == 0) layout.inner = 0;
+    const int64_t rows = x.size(1) * layout.channels;  // N * C
+    layout.inner = rows == 0 ? 0 : layout.neurons / rows;
   } else {
     layout.inner = layout.neurons;
   }

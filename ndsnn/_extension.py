@@ -28,6 +28,7 @@ CPU_SOURCES = ("ndsnn.cpp", "cpu/lif_cpu.cpp")
 CUDA_SOURCES = ("cuda/lif_cuda.cu",)
 CXX_FLAGS = ("-O3", "-ffp-contract=off")
 NVCC_FLAGS = ("-O3",)
+OPS = ("lif_forward", "lif_backward")
 REBUILD_HINT = "pip install --no-build-isolation -e . (or delete that file to compile on first use)"
 
 
@@ -39,6 +40,7 @@ class KernelStatus:
     path: str | None = None
     build_info: dict[str, str] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    kernels: frozenset[tuple[str, str]] = frozenset()  # (op, device type) pairs with a compiled kernel
 
     @property
     def loaded(self) -> bool:
@@ -167,6 +169,12 @@ def load() -> KernelStatus:
             _try_jit(status)
     if status.loaded:
         status.build_info = _parse_build_info(torch.ops.ndsnn.build_info())
+        status.kernels = frozenset(
+            (op, device)
+            for op in OPS
+            for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+            if torch._C._dispatch_has_kernel_for_dispatch_key(f"ndsnn::{op}", key)
+        )
     else:
         warnings.warn(
             "ndsnn: no compiled kernels could be used (" + "; ".join(status.messages) + "); every op runs its "
@@ -180,10 +188,7 @@ def load() -> KernelStatus:
 
 def has_kernel(op: str, device_type: str) -> bool:
     """Whether the compiled library registered `ndsnn::op` for this device type ("cpu", "cuda")."""
-    if not load().loaded:
-        return False
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"ndsnn::{op}", key)
+    return (op, device_type) in load().kernels
 
 
 _warned_fallbacks: set[tuple[str, str]] = set()

@@ -1,9 +1,12 @@
 // Fused multi-step LIF on CUDA: one thread per neuron, the time loop in registers. At each step a warp reads
 // and writes 32 consecutive neurons, so every global access is coalesced; h is the only tensor saved.
+// Only light CUDA headers: ATen/cuda/CUDAContext.h would pull in cuBLAS/cuSPARSE headers that a bare
+// toolkit (nvcc and the runtime only) lacks.
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
 #include <torch/library.h>
 
 #include "../lif.h"
@@ -14,7 +17,11 @@ namespace {
 constexpr int kThreads = 256;
 
 inline int64_t grid_for(int64_t neurons) {
-  const int64_t max_blocks = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
+  int device = 0;
+  int sms = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t max_blocks = static_cast<int64_t>(sms) * 32;
   return std::max<int64_t>(1, std::min<int64_t>((neurons + kThreads - 1) / kThreads, max_blocks));
 }
 
@@ -110,7 +117,7 @@ std::tuple<at::Tensor, at::Tensor> lif_forward_cuda(const at::Tensor& x_in, cons
     const at::Tensor tau_values = param_values(tau, math_type);
     const at::Tensor th_values = param_values(v_threshold, math_type);
     lif_forward_kernel<scalar_t, store_t>
-        <<<grid_for(layout.neurons), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        <<<grid_for(layout.neurons), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             x.data_ptr<scalar_t>(), spikes.data_ptr<scalar_t>(), h.data_ptr<store_t>(), layout,
             channel_param<math_t>(tau_values, tau_value), channel_param<math_t>(th_values, v_threshold_value),
             static_cast<math_t>(v_reset.value_or(0.0)), v_reset.has_value(), decay_input);
@@ -149,7 +156,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_backward_cuda(
     if (grad_spikes.numel() > 0) {
       dispatch_surrogate(surrogate, [&](auto surrogate_tag) {
         lif_backward_kernel<decltype(surrogate_tag)::value, scalar_t, store_t>
-            <<<grid_for(layout.neurons), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            <<<grid_for(layout.neurons), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
                 grad_spikes.data_ptr<scalar_t>(), grad_h ? grad_h->data_ptr<store_t>() : nullptr,
                 h.data_ptr<store_t>(), grad_x.data_ptr<scalar_t>(),
                 tau_grad ? tau_partial.data_ptr<math_t>() : nullptr,

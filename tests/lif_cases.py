@@ -1,0 +1,39 @@
+"""Input builders shared by the LIF tests."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+RESETS = (0.0, None, -0.25)
+SURROGATE_NAMES = ("atan", "sigmoid", "triangle", "rectangle", "soft_sign")
+OPTION_GRID = list(itertools.product(RESETS, (True, False), (False, True), SURROGATE_NAMES))
+SHAPES = ((1, 3, 5), (4, 2, 3, 7, 5), (7, 1, 2, 3), (3, 5, 4, 1, 1))
+
+
+def lif_input(shape, device, dtype=torch.float32, scale: float = 1.5) -> torch.Tensor:
+    """Inputs around the threshold so that a useful fraction of neurons fire (~20-40%)."""
+    return (torch.randn(shape, dtype=torch.float64) * scale + 0.8).to(device=device, dtype=dtype)
+
+
+def make_params(kind: str, x: torch.Tensor, requires_grad: bool = True):
+    """tau, v_threshold as numbers ("float"), one-element tensors ("scalar") or per channel ("channel")."""
+    if kind == "float":
+        return 2.0, 1.0
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if kind == "scalar":
+        tau = torch.tensor([1.7], dtype=dtype, device=x.device)
+        th = torch.tensor(0.9, dtype=dtype, device=x.device)
+    else:
+        channels = x.shape[2]
+        tau = torch.linspace(1.3, 4.0, channels, dtype=dtype, device=x.device)
+        th = torch.linspace(0.6, 1.4, channels, dtype=dtype, device=x.device)
+    return tau.requires_grad_(requires_grad), th.requires_grad_(requires_grad)
+
+
+def grads(outputs, inputs, grad_outputs):
+    """Gradients of outputs w.r.t. the inputs that are tensors requiring grad (None elsewhere)."""
+    wanted = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+    got = iter(torch.autograd.grad(outputs, wanted, grad_outputs, allow_unused=True))
+    return [next(got) if isinstance(t, torch.Tensor) and t.requires_grad else None for t in inputs]
