@@ -73,22 +73,29 @@ def _parse_build_info(text: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split(";") if "=" in item)
 
 
-def _try_prebuilt(status: KernelStatus) -> bool:
-    library = prebuilt_library()
-    if library is None:
-        status.messages.append("no prebuilt library next to the package")
-        return False
-    info_file = PACKAGE_DIR / "_build_info.json"
+def prebuilt_refusal(library: Path, info_file: Path) -> str | None:
+    """Why a prebuilt library must not be loaded into this process, or None if it may be."""
     try:
         built = json.loads(info_file.read_text())
     except (OSError, ValueError):
         built = {}
     built_for = built.get("torch_tag")
-    if built_for != torch_tag():
-        status.messages.append(
-            f"refused {library.name}: built for {built_for or 'an unknown torch'}, but {torch_tag()} is "
-            f"running; rebuild with: {REBUILD_HINT}"
-        )
+    if built_for == torch_tag():
+        return None
+    return (
+        f"refused {library}: it was built for {built_for or 'an unknown torch (no ' + info_file.name + ')'}, "
+        f"but {torch_tag()} is running; rebuild with: {REBUILD_HINT}"
+    )
+
+
+def _try_prebuilt(status: KernelStatus) -> bool:
+    library = prebuilt_library()
+    if library is None:
+        status.messages.append("no prebuilt library next to the package")
+        return False
+    refusal = prebuilt_refusal(library, PACKAGE_DIR / "_build_info.json")
+    if refusal is not None:
+        status.messages.append(refusal)
         return False
     torch.ops.load_library(str(library))
     status.source, status.path = "prebuilt", str(library)

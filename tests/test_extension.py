@@ -1,0 +1,85 @@
+"""Loading the compiled kernels: version refusal, the warned fallback, and compile-on-first-use."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import ndsnn
+from ndsnn import _extension
+
+SMOKE = (
+    "import torch, ndsnn; x = torch.randn(4, 3, 5); "
+    "s = ndsnn.ops.lif(x); s2 = ndsnn.ops.lif(x); "
+    "assert torch.equal(s, ndsnn.ops.lif_reference(x)[0]); print('source=' + ndsnn.kernel_status().source)"
+)
+
+
+def _run(env_update: dict[str, str], pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_update}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run([sys.executable, "-W", "always::RuntimeWarning", "-c", SMOKE], env=env,
+                          capture_output=True, text=True, timeout=900, cwd=pythonpath or None)
+
+
+def test_refusal_message_names_versions_and_rebuild(tmp_path):
+    library = tmp_path / "_C.so"
+    info = tmp_path / "_build_info.json"
+    info.write_text(json.dumps({"torch_tag": "torch2.0.0-cpu-py38"}))
+    message = _extension.prebuilt_refusal(library, info)
+    assert "torch2.0.0-cpu-py38" in message and _extension.torch_tag() in message and "rebuild" in message
+    info.write_text(json.dumps({"torch_tag": _extension.torch_tag()}))
+    assert _extension.prebuilt_refusal(library, info) is None
+    info.write_text("{corrupt")
+    assert "unknown torch" in _extension.prebuilt_refusal(library, info)
+
+
+def test_mismatched_prebuilt_is_refused_and_reported(tmp_path):
+    """A copy of the package holding a library built for another torch: refused, never loaded."""
+    package = tmp_path / "ndsnn"
+    shutil.copytree(Path(ndsnn.__file__).parent, package, ignore=shutil.ignore_patterns("*.so", "_csrc"))
+    (package / "_C.cpython-fake.so").write_bytes(b"not a library")
+    (package / "_build_info.json").write_text(json.dumps({"torch_tag": "torch1.0.0-cpu-py36"}))
+    result = _run({"NDSNN_KERNELS": "prebuilt"}, pythonpath=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "refused" in result.stderr and "torch1.0.0-cpu-py36" in result.stderr
+    assert "rebuild with" in result.stderr and "source=none" in result.stdout
+
+
+def test_fallback_warns_once():
+    result = _run({"NDSNN_KERNELS": "off"})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("no compiled kernels could be used") == 1
+    assert "source=none" in result.stdout
+
+
+def test_bad_policy_is_rejected():
+    result = _run({"NDSNN_KERNELS": "fast"})
+    assert result.returncode != 0 and "NDSNN_KERNELS must be one of" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+def test_compile_on_first_use(tmp_path):
+    """The path plain `pip install -e .` takes: kernels compiled into the cache at first import."""
+    if _extension.load().source == "jit":
+        pytest.skip("this test session already runs on kernels compiled on first use")
+    result = _run({"NDSNN_KERNELS": "jit", "NDSNN_CACHE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "source=jit" in result.stdout and "compiling" in result.stderr
+    assert list(tmp_path.rglob("ndsnn_kernels*.so"))
+
+
+def test_status_lists_compiled_ops():
+    status = ndsnn.kernel_status()
+    if status.loaded:
+        assert ("lif_forward", "cpu") in status.kernels
+        assert status.build_info["torch"] == torch.__version__.split("+")[0]
+        assert (("lif_forward", "cuda") in status.kernels) == (status.build_info["cuda"] == "1")
