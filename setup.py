@@ -50,8 +50,11 @@ def extension_build() -> tuple[list, dict]:
         import torch
         from torch.utils import cpp_extension
     except ImportError:
-        print("ndsnn: torch is not importable at build time; the kernels will be compiled on first import "
-              "(or install with --no-build-isolation to build them now)", file=sys.stderr)
+        print(
+            "ndsnn: torch is not importable at build time; the kernels will be compiled on first import "
+            "(or install with --no-build-isolation to build them now)",
+            file=sys.stderr,
+        )
         return [], {}
 
     ext = load_extension_module()

@@ -23,8 +23,9 @@ def collect() -> dict[str, object]:
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)
-            devices.append(f"cuda:{index} {props.name} (sm_{props.major}{props.minor}, "
-                           f"{props.total_memory / 2**30:.0f} GiB)")
+            devices.append(
+                f"cuda:{index} {props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB)"
+            )
     ops = sorted({op for op, _ in status.kernels})
     return {
         "ndsnn": __version__,

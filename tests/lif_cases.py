@@ -37,3 +37,12 @@ def grads(outputs, inputs, grad_outputs):
     wanted = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
     got = iter(torch.autograd.grad(outputs, wanted, grad_outputs, allow_unused=True))
     return [next(got) if isinstance(t, torch.Tensor) and t.requires_grad else None for t in inputs]
+
+
+def assert_grads_close(got, want, rtol, atol) -> None:
+    """Gradient lists from kernel and reference agree (None where an input needed none)."""
+    for g, w in zip(got, want, strict=True):
+        if w is None:
+            assert g is None
+        else:
+            torch.testing.assert_close(g.float(), w.float(), rtol=rtol, atol=atol)

@@ -26,8 +26,14 @@ def _run(env_update: dict[str, str], pythonpath: Path | None = None) -> subproce
     env = {**os.environ, **env_update}
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
-    return subprocess.run([sys.executable, "-W", "always::RuntimeWarning", "-c", SMOKE], env=env,
-                          capture_output=True, text=True, timeout=900, cwd=pythonpath or None)
+    return subprocess.run(
+        [sys.executable, "-W", "always::RuntimeWarning", "-c", SMOKE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=pythonpath or None,
+    )
 
 
 def test_refusal_message_names_versions_and_rebuild(tmp_path):

@@ -52,6 +52,5 @@ def test_lif_matches_spikingjelly(v_reset, decay_input, detach_reset, surrogate)
 def test_learnable_tau_matches_parametric_lif(v_reset, decay_input):
     options = dict(v_threshold=1.0, v_reset=v_reset, decay_input=decay_input)
     ours = ndsnn.nn.LIF(tau=3.0, learnable_tau=True, **options)
-    theirs = sj_neuron.ParametricLIFNode(init_tau=3.0, surrogate_function=sj_surrogate.ATan(), step_mode="m",
-                                         **options)
+    theirs = sj_neuron.ParametricLIFNode(init_tau=3.0, surrogate_function=sj_surrogate.ATan(), step_mode="m", **options)
     _compare(ours, theirs, lif_input((6, 4, 8), "cpu"), [(ours.tau_logit, theirs.w)])
