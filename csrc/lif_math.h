@@ -72,28 +72,37 @@ C10_HOST_DEVICE inline T lif_reset(T h, bool spike, T v_threshold, T v_reset, bo
 
 // Gradients of one time step, walking backward: the total gradient reaching h_t (from the spike output,
 // an optional gradient on h itself, and the next step through the reset) and this step's share of the
-// v_threshold gradient. grad_v is dL/dv_t carried back from step t+1.
+// v_threshold gradient. grad_v is dL/dv_t carried back from step t+1. The reset mode enters as 0/1 numbers
+// (multiplying by exactly 0 or 1 is exact) so that the CPU loops over neurons have no branches to vectorise.
 template <typename T>
 struct LifStepGrad {
   T h;          // dL/dh_t
   T threshold;  // contribution to dL/dv_threshold
 };
 
+template <typename T>
+struct ResetMode {
+  T hard;     // 1: hard reset, 0: soft reset
+  T through;  // 1: the reset passes gradient through the spike, 0: detach_reset
+  static C10_HOST_DEVICE ResetMode make(bool hard_reset, bool detach_reset) {
+    return {hard_reset ? T(1) : T(0), detach_reset ? T(0) : T(1)};
+  }
+};
+
 template <Surrogate S, typename T>
 C10_HOST_DEVICE inline LifStepGrad<T> lif_step_grad(T h, T v_threshold, T grad_spike, T grad_h_out, T grad_v,
-                                                    T v_reset, T alpha, bool hard_reset, bool detach_reset) {
-  const bool spike = h >= v_threshold;
+                                                    T v_reset, T alpha, ResetMode<T> mode) {
+  const T spike = h >= v_threshold ? T(1) : T(0);
   const T sg = surrogate_grad<S, T>(h - v_threshold, alpha);
-  const T through_spike = detach_reset ? T(0) : sg;  // ds/dh as seen by the reset
-  T dv_dh;
-  T dv_dth;
-  if (hard_reset) {
-    dv_dh = (spike ? T(0) : T(1)) + (v_reset - h) * through_spike;
-    dv_dth = -(v_reset - h) * through_spike;
-  } else {
-    dv_dh = T(1) - v_threshold * through_spike;
-    dv_dth = (spike ? T(-1) : T(0)) + v_threshold * through_spike;
-  }
+  const T through_spike = sg * mode.through;  // ds/dh as seen by the reset
+  // hard: v = s ? v_reset : h        soft: v = h - v_threshold * s
+  const T hard_dv_dh = (T(1) - spike) + (v_reset - h) * through_spike;
+  const T soft_dv_dh = T(1) - v_threshold * through_spike;
+  const T hard_dv_dth = -(v_reset - h) * through_spike;
+  const T soft_dv_dth = -spike + v_threshold * through_spike;
+  const T soft = T(1) - mode.hard;
+  const T dv_dh = mode.hard * hard_dv_dh + soft * soft_dv_dh;
+  const T dv_dth = mode.hard * hard_dv_dth + soft * soft_dv_dth;
   return {grad_spike * sg + grad_h_out + grad_v * dv_dh, -grad_spike * sg + grad_v * dv_dth};
 }
 

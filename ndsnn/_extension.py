@@ -26,7 +26,7 @@ import torch
 PACKAGE_DIR = Path(__file__).resolve().parent
 CPU_SOURCES = ("ndsnn.cpp", "cpu/lif_cpu.cpp")
 CUDA_SOURCES = ("cuda/lif_cuda.cu",)
-CXX_FLAGS = ("-O3", "-ffp-contract=off")
+CXX_FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math")
 NVCC_FLAGS = ("-O3",)
 OPS = ("lif_forward", "lif_backward")
 REBUILD_HINT = "pip install --no-build-isolation -e . (or delete that file to compile on first use)"

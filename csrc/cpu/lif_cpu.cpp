@@ -31,7 +31,8 @@ inline void load_block_params(BlockParams<T>& out, const ChannelParam<T>& tau, c
 }
 
 template <typename scalar_t, typename store_t>
-void forward_cpu_kernel(const scalar_t* x, scalar_t* spikes, store_t* h_out, const LifLayout layout,
+void forward_cpu_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ spikes, store_t* __restrict__ h_out,
+                        const LifLayout layout,
                         const ChannelParam<at::opmath_type<scalar_t>> tau,
                         const ChannelParam<at::opmath_type<scalar_t>> v_threshold,
                         const at::opmath_type<scalar_t> v_reset, const bool hard_reset, const bool decay_input) {
@@ -65,6 +66,27 @@ void forward_cpu_kernel(const scalar_t* x, scalar_t* spikes, store_t* h_out, con
   });
 }
 
+// Backward over one block of neurons, one time step: the branch-free part every call needs. Returns dL/dh
+// per neuron in `grad_h_total` for the optional leak-gradient pass.
+template <Surrogate S, bool HasGradH, typename scalar_t, typename store_t, typename math_t>
+inline void backward_block_step(const scalar_t* __restrict__ gs_t, const store_t* __restrict__ gh_t,
+                                const store_t* __restrict__ h_t, scalar_t* __restrict__ gx_t,
+                                const BlockParams<math_t>& params, const math_t* __restrict__ input_divisor,
+                                const math_t* __restrict__ keep, math_t* __restrict__ grad_v,
+                                math_t* __restrict__ acc_th, math_t* __restrict__ grad_h_total, int64_t count,
+                                math_t v_reset, math_t alpha, ResetMode<math_t> mode) {
+  for (int64_t j = 0; j < count; ++j) {
+    const math_t gh_out = HasGradH ? static_cast<math_t>(gh_t[j]) : math_t(0);
+    const LifStepGrad<math_t> g = lif_step_grad<S, math_t>(static_cast<math_t>(h_t[j]), params.v_threshold[j],
+                                                           static_cast<math_t>(gs_t[j]), gh_out, grad_v[j],
+                                                           v_reset, alpha, mode);
+    gx_t[j] = static_cast<scalar_t>(g.h / input_divisor[j]);
+    acc_th[j] += g.threshold;
+    grad_v[j] = g.h * keep[j];
+    grad_h_total[j] = g.h;
+  }
+}
+
 template <Surrogate S, typename scalar_t, typename store_t>
 void backward_cpu_kernel(const scalar_t* grad_spikes, const store_t* grad_h, const store_t* h_seq, scalar_t* grad_x,
                          at::opmath_type<scalar_t>* grad_tau, at::opmath_type<scalar_t>* grad_v_threshold,
@@ -77,9 +99,13 @@ void backward_cpu_kernel(const scalar_t* grad_spikes, const store_t* grad_h, con
   const int64_t blocks = (neurons + kBlock - 1) / kBlock;
   const math_t v_start = hard_reset ? v_reset : math_t(0);
   const math_t charge_reset = hard_reset ? v_reset : math_t(0);
+  const auto mode = ResetMode<math_t>::make(hard_reset, detach_reset);
   at::parallel_for(0, blocks, kBlocksPerTask, [&](int64_t block_begin, int64_t block_end) {
     BlockParams<math_t> params;
+    math_t input_divisor[kBlock];  // tau with decay_input (x enters as x / tau), else 1
+    math_t keep[kBlock];           // dh_t / dv_{t-1} = 1 - 1 / tau
     math_t grad_v[kBlock];
+    math_t grad_h_total[kBlock];
     math_t acc_tau[kBlock];
     math_t acc_th[kBlock];
     for (int64_t block = block_begin; block < block_end; ++block) {
@@ -87,6 +113,8 @@ void backward_cpu_kernel(const scalar_t* grad_spikes, const store_t* grad_h, con
       const int64_t count = std::min(kBlock, neurons - first);
       load_block_params(params, tau, v_threshold, layout, first, count);
       for (int64_t j = 0; j < count; ++j) {
+        input_divisor[j] = decay_input ? params.tau[j] : math_t(1);
+        keep[j] = math_t(1) - math_t(1) / params.tau[j];
         grad_v[j] = 0;
         acc_tau[j] = 0;
         acc_th[j] = 0;
@@ -94,28 +122,26 @@ void backward_cpu_kernel(const scalar_t* grad_spikes, const store_t* grad_h, con
       for (int64_t t = layout.steps - 1; t >= 0; --t) {
         const int64_t offset = t * neurons + first;
         const store_t* h_t = h_seq + offset;
-        const store_t* h_prev = t > 0 ? h_t - neurons : nullptr;
-        const scalar_t* gs_t = grad_spikes + offset;
-        const store_t* gh_t = grad_h ? grad_h + offset : nullptr;
-        scalar_t* gx_t = grad_x + offset;
+        if (grad_h) {
+          backward_block_step<S, true>(grad_spikes + offset, grad_h + offset, h_t, grad_x + offset, params,
+                                       input_divisor, keep, grad_v, acc_th, grad_h_total, count, v_reset, alpha,
+                                       mode);
+        } else {
+          backward_block_step<S, false>(grad_spikes + offset, grad_h, h_t, grad_x + offset, params, input_divisor,
+                                        keep, grad_v, acc_th, grad_h_total, count, v_reset, alpha, mode);
+        }
+        if (!grad_tau) continue;
+        // Leak gradient: needs v_{t-1}, rebuilt from h_{t-1} and its spike.
+        const store_t* h_prev = h_t - neurons;
         for (int64_t j = 0; j < count; ++j) {
           const math_t th = params.v_threshold[j];
-          const math_t tau_j = params.tau[j];
-          const math_t h = static_cast<math_t>(h_t[j]);
-          const math_t gh_out = gh_t ? static_cast<math_t>(gh_t[j]) : math_t(0);
-          const LifStepGrad<math_t> g = lif_step_grad<S, math_t>(h, th, static_cast<math_t>(gs_t[j]), gh_out,
-                                                                 grad_v[j], v_reset, alpha, hard_reset, detach_reset);
-          gx_t[j] = static_cast<scalar_t>(decay_input ? g.h / tau_j : g.h);
-          if (grad_tau) {
-            math_t v_prev = v_start;
-            if (h_prev) {
-              const math_t hp = static_cast<math_t>(h_prev[j]);
-              v_prev = lif_reset<math_t>(hp, hp >= th, th, v_reset, hard_reset);
-            }
-            acc_tau[j] += g.h * lif_dh_dtau<math_t>(h, v_prev, tau_j, charge_reset, decay_input);
+          math_t v_prev = v_start;
+          if (t > 0) {
+            const math_t hp = static_cast<math_t>(h_prev[j]);
+            v_prev = lif_reset<math_t>(hp, hp >= th, th, v_reset, hard_reset);
           }
-          acc_th[j] += g.threshold;
-          grad_v[j] = g.h * (math_t(1) - math_t(1) / tau_j);
+          const math_t h = static_cast<math_t>(h_t[j]);
+          acc_tau[j] += grad_h_total[j] * lif_dh_dtau<math_t>(h, v_prev, params.tau[j], charge_reset, decay_input);
         }
       }
       for (int64_t j = 0; j < count; ++j) {

@@ -64,6 +64,7 @@ __global__ void lif_backward_kernel(const scalar_t* __restrict__ grad_spikes, co
   const int64_t neurons = layout.neurons;
   const math_t v_start = hard_reset ? v_reset : math_t(0);
   const math_t charge_reset = hard_reset ? v_reset : math_t(0);
+  const auto mode = ResetMode<math_t>::make(hard_reset, detach_reset);
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < neurons;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t channel = (i / layout.inner) % layout.channels;
@@ -80,7 +81,7 @@ __global__ void lif_backward_kernel(const scalar_t* __restrict__ grad_spikes, co
       const math_t h_prev = t > 0 ? static_cast<math_t>(h_seq[offset - neurons]) : math_t(0);
       const math_t gh_out = grad_h ? static_cast<math_t>(grad_h[offset]) : math_t(0);
       const LifStepGrad<math_t> g = lif_step_grad<S, math_t>(h, th, static_cast<math_t>(grad_spikes[offset]), gh_out,
-                                                             grad_v, v_reset, alpha, hard_reset, detach_reset);
+                                                             grad_v, v_reset, alpha, mode);
       grad_x[offset] = static_cast<scalar_t>(decay_input ? g.h / tau_i : g.h);
       if (grad_tau) {
         const math_t v_prev = t > 0 ? lif_reset<math_t>(h_prev, h_prev >= th, th, v_reset, hard_reset) : v_start;

@@ -1,0 +1,132 @@
+"""Helpers shared by the benchmark scripts: environment record, timing, saved-tensor accounting, output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).parent)  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment(device: torch.device) -> dict[str, object]:
+    """Everything needed to interpret a figure: device, versions, flags."""
+    import ndsnn
+
+    env: dict[str, object] = {
+        "device": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ndsnn": ndsnn.__version__,
+        "ndsnn_kernels": ndsnn.kernel_status().source,
+        "commit": git_commit(),
+    }
+    try:
+        from importlib.metadata import version
+
+        import spikingjelly  # noqa: F401
+
+        env["spikingjelly"] = version("spikingjelly")
+    except ImportError:
+        env["spikingjelly"] = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(
+            device=props.name,
+            cuda=torch.version.cuda,
+            driver=_nvidia_driver(),
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            tf32_cudnn=torch.backends.cudnn.allow_tf32,
+            cudnn_benchmark=torch.backends.cudnn.benchmark,
+        )
+    else:
+        env["cpu_model"] = _cpu_model()
+    return env
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        return out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], device: torch.device, min_run_time: float, min_rounds: int = 5
+) -> dict[str, float]:
+    """Median seconds per call of each fn, timed in turns (A B C A B C ...) so that drift in the machine's
+    speed affects all of them alike; runs until every fn had min_run_time in total and min_rounds calls."""
+    for fn in fns.values():  # warm-up: caches, autotuning, lazy initialisation
+        fn()
+    _synchronize(device)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    while min(len(v) for v in samples.values()) < min_rounds or min(sum(v) for v in samples.values()) < min_run_time:
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            _synchronize(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+class SavedTensorBytes:
+    """Counts the bytes autograd keeps for backward (unique storages, excluding the given tensors)."""
+
+    def __init__(self, exclude: tuple[torch.Tensor, ...] = ()) -> None:
+        self.exclude = {t.untyped_storage().data_ptr() for t in exclude}
+        self.storages: dict[int, int] = {}
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.exclude and tensor.device.type != "meta":
+            self.storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
+        return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
+
+    @property
+    def total(self) -> int:
+        return sum(self.storages.values())
+
+
+def write_results(name: str, payload: dict[str, object]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / name
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
