@@ -1,6 +1,9 @@
 // Fused multi-step LIF on the CPU: neurons in blocks across threads, the time loop innermost per block, so
 // the membrane state of a block stays in a small local array and each step is one vectorisable pass.
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -12,6 +15,105 @@ namespace ndsnn {
 namespace {
 
 constexpr int64_t kBlock = 256;
+
+// Element types and conversions for the CPU loops. bfloat16 is handled as raw uint16_t bits: GCC does not
+// vectorise accesses through c10::BFloat16's struct member nor its NaN-checking conversion, and does
+// vectorise these bit-level versions (round to nearest even, NaN kept quiet).
+template <typename T>
+struct CpuCast {
+  using raw = T;
+  using math_t = at::opmath_type<T>;
+  static inline math_t load(T value) { return static_cast<math_t>(value); }
+  static inline T store(math_t value) { return static_cast<T>(value); }
+  static inline T store_spike(math_t h, bool spike, math_t threshold) {
+    return SpikeConsistentStore<T>::store(h, spike, threshold);
+  }
+  // Block versions used by the forward loop (one call per block and time step).
+  static inline void load_block(const T* src, math_t* dst, int64_t count) {
+    for (int64_t j = 0; j < count; ++j) dst[j] = load(src[j]);
+  }
+  static inline void store_values(const math_t* src, T* dst, int64_t count) {
+    for (int64_t j = 0; j < count; ++j) dst[j] = store(src[j]);
+  }
+  static inline void store_block(const math_t* h, const math_t* threshold, T* spikes, T* h_out, int64_t count) {
+    for (int64_t j = 0; j < count; ++j) {
+      const bool spike = h[j] >= threshold[j];
+      spikes[j] = store(spike ? math_t(1) : math_t(0));
+      h_out[j] = store_spike(h[j], spike, threshold[j]);
+    }
+  }
+};
+
+// float <-> bit pattern through a union (GCC documents union type punning): GCC 12 vectorises this, but not
+// a memcpy/bit_cast of a computed value.
+union FloatBits {
+  float f[kBlock];
+  uint32_t u[kBlock];
+};
+
+template <>
+struct CpuCast<c10::BFloat16> {
+  using raw = uint16_t;
+  static inline float load(uint16_t value) {
+    const uint32_t bits = static_cast<uint32_t>(value) << 16;
+    float out;
+    std::memcpy(&out, &bits, sizeof(out));
+    return out;
+  }
+  static inline void load_block(const uint16_t* src, float* dst, int64_t count) {
+    FloatBits staged;
+    for (int64_t j = 0; j < count; ++j) staged.u[j] = static_cast<uint32_t>(src[j]) << 16;
+    for (int64_t j = 0; j < count; ++j) dst[j] = staged.f[j];
+  }
+  // Round to nearest even through the union; `rounded` receives the float value of each result.
+  static inline void round_block(const float* src, FloatBits& rounded, int64_t count) {
+    FloatBits value;
+    for (int64_t j = 0; j < count; ++j) value.f[j] = src[j];
+    for (int64_t j = 0; j < count; ++j) {
+      const uint32_t bits = value.u[j];
+      const uint32_t nearest = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+      const uint32_t nan = 0u - static_cast<uint32_t>((bits & 0x7fffffffu) > 0x7f800000u);
+      rounded.u[j] = ((nan & 0x7fc0u) | (~nan & nearest)) << 16;
+    }
+  }
+  static inline void store_values(const float* src, uint16_t* dst, int64_t count) {
+    FloatBits rounded;
+    round_block(src, rounded, count);
+    for (int64_t j = 0; j < count; ++j) dst[j] = static_cast<uint16_t>(rounded.u[j] >> 16);
+  }
+  // Spikes, and h rounded to nearest even but one ulp toward the spike's side where rounding crossed the
+  // threshold (as SpikeConsistentStore). Integer masks, no branches and no 32-bit multiplies (SSE2 has
+  // none), so every loop vectorises.
+  static inline void store_block(const float* h, const float* threshold, uint16_t* spikes, uint16_t* h_out,
+                                 int64_t count) {
+    FloatBits rounded;
+    round_block(h, rounded, count);
+    for (int64_t j = 0; j < count; ++j) {
+      const uint32_t up = h[j] >= threshold[j] ? 1u : 0u;
+      const uint32_t bits = rounded.u[j] >> 16;
+      const uint32_t crossed = 0u - ((rounded.f[j] >= threshold[j] ? 1u : 0u) ^ up);
+      const uint32_t sign = bits >> 15;
+      const uint32_t is_zero = 0u - static_cast<uint32_t>((bits & 0x7fffu) == 0);
+      const uint32_t stepped = bits + ((up ^ sign) << 1) - 1u;  // away from zero when up == positive
+      const uint32_t from_zero = 0x8001u - (up << 15);           // +/- smallest subnormal
+      const uint32_t fixed = (is_zero & from_zero) | (~is_zero & stepped);
+      h_out[j] = static_cast<uint16_t>((crossed & fixed) | (~crossed & bits));
+      spikes[j] = static_cast<uint16_t>(up * 0x3f80u);  // bfloat16 1.0 or 0.0
+    }
+  }
+};
+
+template <typename T>
+using Raw = typename CpuCast<T>::raw;
+
+template <typename T>
+inline Raw<T>* raw_ptr(T* p) {
+  return reinterpret_cast<Raw<T>*>(p);
+}
+template <typename T>
+inline const Raw<T>* raw_ptr(const T* p) {
+  return reinterpret_cast<const Raw<T>*>(p);
+}
 constexpr int64_t kBlocksPerTask = 4;
 
 template <typename T>
@@ -30,8 +132,46 @@ inline void load_block_params(BlockParams<T>& out, const ChannelParam<T>& tau, c
   }
 }
 
+// A block of elements as arithmetic-type values: the data itself when it already has that type, else
+// converted into `buffer`.
+template <typename T>
+inline const at::opmath_type<T>* as_math(const Raw<T>* src, at::opmath_type<T>* buffer, int64_t count) {
+  if constexpr (std::is_same_v<Raw<T>, at::opmath_type<T>>) {
+    return src;
+  } else {
+    CpuCast<T>::load_block(src, buffer, count);
+    return buffer;
+  }
+}
+
+// Where to write arithmetic-type results destined for `dst`: dst itself when the types agree, else `buffer`
+// (then converted with CpuCast<T>::store_values).
+template <typename T>
+inline at::opmath_type<T>* math_output(Raw<T>* dst, at::opmath_type<T>* buffer) {
+  if constexpr (std::is_same_v<Raw<T>, at::opmath_type<T>>) {
+    return dst;
+  } else {
+    return buffer;
+  }
+}
+
+// Writes one block-step of spikes (input dtype) and h (saved dtype).
 template <typename scalar_t, typename store_t>
-void forward_cpu_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ spikes, store_t* __restrict__ h_out,
+inline void store_forward_block(const at::opmath_type<scalar_t>* h, const at::opmath_type<scalar_t>* threshold,
+                                Raw<scalar_t>* spikes, Raw<store_t>* h_out, int64_t count) {
+  if constexpr (std::is_same_v<scalar_t, store_t>) {
+    CpuCast<scalar_t>::store_block(h, threshold, spikes, h_out, count);
+  } else {
+    Raw<store_t> ignored[kBlock];
+    Raw<scalar_t> spikes_unused[kBlock];
+    CpuCast<store_t>::store_block(h, threshold, ignored, h_out, count);
+    CpuCast<scalar_t>::store_block(h, threshold, spikes, spikes_unused, count);
+  }
+}
+
+template <typename scalar_t, typename store_t>
+void forward_cpu_kernel(const Raw<scalar_t>* __restrict__ x, Raw<scalar_t>* __restrict__ spikes,
+                        Raw<store_t>* __restrict__ h_out,
                         const LifLayout layout,
                         const ChannelParam<at::opmath_type<scalar_t>> tau,
                         const ChannelParam<at::opmath_type<scalar_t>> v_threshold,
@@ -42,6 +182,8 @@ void forward_cpu_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ s
   at::parallel_for(0, blocks, kBlocksPerTask, [&](int64_t block_begin, int64_t block_end) {
     BlockParams<math_t> params;
     math_t v[kBlock];
+    math_t x_in[kBlock];
+    math_t h_block[kBlock];
     for (int64_t block = block_begin; block < block_end; ++block) {
       const int64_t first = block * kBlock;
       const int64_t count = std::min(kBlock, neurons - first);
@@ -50,17 +192,14 @@ void forward_cpu_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ s
       for (int64_t j = 0; j < count; ++j) v[j] = v_start;
       for (int64_t t = 0; t < layout.steps; ++t) {
         const int64_t offset = t * neurons + first;
-        const scalar_t* x_t = x + offset;
-        scalar_t* s_t = spikes + offset;
-        store_t* h_t = h_out + offset;
+        CpuCast<scalar_t>::load_block(x + offset, x_in, count);
         for (int64_t j = 0; j < count; ++j) {
           const math_t th = params.v_threshold[j];
-          const math_t h = lif_charge<math_t>(v[j], static_cast<math_t>(x_t[j]), params.tau[j], v_reset, decay_input);
-          const bool spike = h >= th;
-          s_t[j] = static_cast<scalar_t>(spike ? 1 : 0);
-          h_t[j] = SpikeConsistentStore<store_t>::store(h, spike, th);
-          v[j] = lif_reset<math_t>(h, spike, th, v_reset, hard_reset);
+          const math_t h = lif_charge<math_t>(v[j], x_in[j], params.tau[j], v_reset, decay_input);
+          h_block[j] = h;
+          v[j] = lif_reset<math_t>(h, h >= th, th, v_reset, hard_reset);
         }
+        store_forward_block<scalar_t, store_t>(h_block, params.v_threshold, spikes + offset, h_out + offset, count);
       }
     }
   });
@@ -69,26 +208,35 @@ void forward_cpu_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ s
 // Backward over one block of neurons, one time step: the branch-free part every call needs. Returns dL/dh
 // per neuron in `grad_h_total` for the optional leak-gradient pass.
 template <Surrogate S, bool HasGradH, typename scalar_t, typename store_t, typename math_t>
-inline void backward_block_step(const scalar_t* __restrict__ gs_t, const store_t* __restrict__ gh_t,
-                                const store_t* __restrict__ h_t, scalar_t* __restrict__ gx_t,
+inline void backward_block_step(const Raw<scalar_t>* __restrict__ gs_t, const Raw<store_t>* __restrict__ gh_t,
+                                const Raw<store_t>* __restrict__ h_t, Raw<scalar_t>* __restrict__ gx_t,
                                 const BlockParams<math_t>& params, const math_t* __restrict__ input_divisor,
                                 const math_t* __restrict__ keep, math_t* __restrict__ grad_v,
                                 math_t* __restrict__ acc_th, math_t* __restrict__ grad_h_total, int64_t count,
                                 math_t v_reset, math_t alpha, ResetMode<math_t> mode) {
+  math_t h_buffer[kBlock];
+  math_t gs_buffer[kBlock];
+  math_t gh_buffer[kBlock];
+  math_t gx_buffer[kBlock];
+  const math_t* __restrict__ h = as_math<store_t>(h_t, h_buffer, count);
+  const math_t* __restrict__ gs = as_math<scalar_t>(gs_t, gs_buffer, count);
+  const math_t* __restrict__ gh = HasGradH ? as_math<store_t>(gh_t, gh_buffer, count) : nullptr;
+  math_t* __restrict__ gx = math_output<scalar_t>(gx_t, gx_buffer);
   for (int64_t j = 0; j < count; ++j) {
-    const math_t gh_out = HasGradH ? static_cast<math_t>(gh_t[j]) : math_t(0);
-    const LifStepGrad<math_t> g = lif_step_grad<S, math_t>(static_cast<math_t>(h_t[j]), params.v_threshold[j],
-                                                           static_cast<math_t>(gs_t[j]), gh_out, grad_v[j],
-                                                           v_reset, alpha, mode);
-    gx_t[j] = static_cast<scalar_t>(g.h / input_divisor[j]);
+    const math_t gh_out = HasGradH ? gh[j] : math_t(0);
+    const LifStepGrad<math_t> g =
+        lif_step_grad<S, math_t>(h[j], params.v_threshold[j], gs[j], gh_out, grad_v[j], v_reset, alpha, mode);
+    gx[j] = g.h / input_divisor[j];
     acc_th[j] += g.threshold;
     grad_v[j] = g.h * keep[j];
     grad_h_total[j] = g.h;
   }
+  if (gx != reinterpret_cast<math_t*>(gx_t)) CpuCast<scalar_t>::store_values(gx, gx_t, count);
 }
 
 template <Surrogate S, typename scalar_t, typename store_t>
-void backward_cpu_kernel(const scalar_t* grad_spikes, const store_t* grad_h, const store_t* h_seq, scalar_t* grad_x,
+void backward_cpu_kernel(const Raw<scalar_t>* grad_spikes, const Raw<store_t>* grad_h, const Raw<store_t>* h_seq,
+                         Raw<scalar_t>* grad_x,
                          at::opmath_type<scalar_t>* grad_tau, at::opmath_type<scalar_t>* grad_v_threshold,
                          const LifLayout layout, const ChannelParam<at::opmath_type<scalar_t>> tau,
                          const ChannelParam<at::opmath_type<scalar_t>> v_threshold,
@@ -121,26 +269,26 @@ void backward_cpu_kernel(const scalar_t* grad_spikes, const store_t* grad_h, con
       }
       for (int64_t t = layout.steps - 1; t >= 0; --t) {
         const int64_t offset = t * neurons + first;
-        const store_t* h_t = h_seq + offset;
+        const Raw<store_t>* h_t = h_seq + offset;
         if (grad_h) {
-          backward_block_step<S, true>(grad_spikes + offset, grad_h + offset, h_t, grad_x + offset, params,
+          backward_block_step<S, true, scalar_t, store_t>(grad_spikes + offset, grad_h + offset, h_t, grad_x + offset, params,
                                        input_divisor, keep, grad_v, acc_th, grad_h_total, count, v_reset, alpha,
                                        mode);
         } else {
-          backward_block_step<S, false>(grad_spikes + offset, grad_h, h_t, grad_x + offset, params, input_divisor,
+          backward_block_step<S, false, scalar_t, store_t>(grad_spikes + offset, grad_h, h_t, grad_x + offset, params, input_divisor,
                                         keep, grad_v, acc_th, grad_h_total, count, v_reset, alpha, mode);
         }
         if (!grad_tau) continue;
         // Leak gradient: needs v_{t-1}, rebuilt from h_{t-1} and its spike.
-        const store_t* h_prev = h_t - neurons;
+        const Raw<store_t>* h_prev = h_t - neurons;
         for (int64_t j = 0; j < count; ++j) {
           const math_t th = params.v_threshold[j];
           math_t v_prev = v_start;
           if (t > 0) {
-            const math_t hp = static_cast<math_t>(h_prev[j]);
+            const math_t hp = CpuCast<store_t>::load(h_prev[j]);
             v_prev = lif_reset<math_t>(hp, hp >= th, th, v_reset, hard_reset);
           }
-          const math_t h = static_cast<math_t>(h_t[j]);
+          const math_t h = CpuCast<store_t>::load(h_t[j]);
           acc_tau[j] += grad_h_total[j] * lif_dh_dtau<math_t>(h, v_prev, params.tau[j], charge_reset, decay_input);
         }
       }
@@ -172,7 +320,8 @@ std::tuple<at::Tensor, at::Tensor> lif_forward_cpu(const at::Tensor& x_in, const
     const at::ScalarType math_type = c10::CppTypeToScalarType<math_t>::value;
     const at::Tensor tau_values = param_values(tau, math_type);
     const at::Tensor th_values = param_values(v_threshold, math_type);
-    forward_cpu_kernel<scalar_t, store_t>(x.data_ptr<scalar_t>(), spikes.data_ptr<scalar_t>(), h.data_ptr<store_t>(),
+    forward_cpu_kernel<scalar_t, store_t>(raw_ptr(x.const_data_ptr<scalar_t>()), raw_ptr(spikes.data_ptr<scalar_t>()),
+                                          raw_ptr(h.data_ptr<store_t>()),
                                           layout, channel_param<math_t>(tau_values, tau_value),
                                           channel_param<math_t>(th_values, v_threshold_value),
                                           static_cast<math_t>(v_reset.value_or(0.0)), v_reset.has_value(),
@@ -210,8 +359,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_backward_cpu(
     if (grad_spikes.numel() > 0) {
       dispatch_surrogate(surrogate, [&](auto surrogate_tag) {
         backward_cpu_kernel<decltype(surrogate_tag)::value, scalar_t, store_t>(
-            grad_spikes.data_ptr<scalar_t>(), grad_h ? grad_h->data_ptr<store_t>() : nullptr, h.data_ptr<store_t>(),
-            grad_x.data_ptr<scalar_t>(), tau_grad ? tau_partial.data_ptr<math_t>() : nullptr,
+            raw_ptr(grad_spikes.const_data_ptr<scalar_t>()),
+            grad_h ? raw_ptr(grad_h->const_data_ptr<store_t>()) : nullptr, raw_ptr(h.const_data_ptr<store_t>()),
+            raw_ptr(grad_x.data_ptr<scalar_t>()), tau_grad ? tau_partial.data_ptr<math_t>() : nullptr,
             v_threshold_grad ? th_partial.data_ptr<math_t>() : nullptr, layout,
             channel_param<math_t>(tau_values, tau_value), channel_param<math_t>(th_values, v_threshold_value),
             static_cast<math_t>(v_reset.value_or(0.0)), v_reset.has_value(), decay_input, detach_reset,
