@@ -102,6 +102,7 @@ def lif(
     surrogate: str = "atan",
     alpha: float | None = None,
     return_h: bool = False,
+    *,
     saved_dtype: torch.dtype | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Multi-step LIF neurons over x_seq [T, N, ...]; returns spikes [T, N, ...] (and h if return_h).
