@@ -1,6 +1,6 @@
 """Markdown table of a bench_lif.py result file, for the README.
 
-    python benchmarks/summarize_lif.py benchmarks/results/lif_cpu.json [--steps 8]
+python benchmarks/summarize_lif.py benchmarks/results/lif_cpu.json [--steps 8]
 """
 
 from __future__ import annotations

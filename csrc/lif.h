@@ -22,8 +22,12 @@ struct LifLayout {
 
 inline bool is_per_channel(const std::optional<at::Tensor>& p) { return p.has_value() && p->numel() > 1; }
 
-inline void check_param(const std::optional<at::Tensor>& p, const at::Tensor& x, const char* name) {
-  if (!p.has_value()) return;
+inline void check_param(const std::optional<at::Tensor>& p, double value, const at::Tensor& x, const char* name) {
+  if (!p.has_value()) {
+    TORCH_CHECK(std::string(name) != "tau" || value > 1.0, "ndsnn.lif: tau must be > 1, got ", value);
+    return;
+  }
+  TORCH_CHECK(p->numel() >= 1, "ndsnn.lif: ", name, " must have at least one element");
   TORCH_CHECK(at::isFloatingType(p->scalar_type()), "ndsnn.lif: ", name, " must be a floating-point tensor, got ",
               p->scalar_type());
   TORCH_CHECK(p->device() == x.device(), "ndsnn.lif: ", name, " is on ", p->device(), " but x_seq is on ",
@@ -36,13 +40,14 @@ inline void check_param(const std::optional<at::Tensor>& p, const at::Tensor& x,
   }
 }
 
-inline LifLayout lif_layout(const at::Tensor& x, const std::optional<at::Tensor>& tau,
-                            const std::optional<at::Tensor>& v_threshold) {
+inline LifLayout lif_layout(const at::Tensor& x, const std::optional<at::Tensor>& tau, double tau_value,
+                            const std::optional<at::Tensor>& v_threshold, double alpha) {
   TORCH_CHECK(x.dim() >= 2, "ndsnn.lif: x_seq must have shape [T, N, ...], got ", x.sizes());
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), "ndsnn.lif: x_seq must be floating point, got ",
               x.scalar_type());
-  check_param(tau, x, "tau");
-  check_param(v_threshold, x, "v_threshold");
+  check_param(tau, tau_value, x, "tau");
+  check_param(v_threshold, 0.0, x, "v_threshold");
+  TORCH_CHECK(alpha > 0, "ndsnn.lif: alpha must be positive, got ", alpha);
   LifLayout layout;
   layout.steps = x.size(0);
   layout.neurons = layout.steps == 0 ? 0 : x.numel() / layout.steps;
@@ -65,7 +70,7 @@ inline at::Tensor param_values(const std::optional<at::Tensor>& p, at::ScalarTyp
 template <typename T>
 inline ChannelParam<T> channel_param(const at::Tensor& values, double fallback) {
   if (!values.defined()) return ChannelParam<T>{nullptr, static_cast<T>(fallback), false};
-  return ChannelParam<T>{values.data_ptr<T>(), T(0), values.numel() > 1};
+  return ChannelParam<T>{values.const_data_ptr<T>(), T(0), values.numel() > 1};
 }
 
 // Saved-h dtype: the input dtype, or a 16-bit type for fp32 input.
@@ -128,16 +133,18 @@ inline void dispatch_surrogate(c10::string_view name, const Fn& fn) {
 
 // Checks shared by the backward implementations; returns the layout.
 inline LifLayout check_backward_args(const at::Tensor& grad_spikes, const std::optional<at::Tensor>& grad_h,
-                                     const at::Tensor& h, const std::optional<at::Tensor>& tau,
-                                     const std::optional<at::Tensor>& v_threshold) {
+                                     const at::Tensor& h, const std::optional<at::Tensor>& tau, double tau_value,
+                                     const std::optional<at::Tensor>& v_threshold, double alpha) {
   TORCH_CHECK(grad_spikes.sizes() == h.sizes(), "ndsnn.lif_backward: grad_spikes has shape ", grad_spikes.sizes(),
               " but h has shape ", h.sizes());
   TORCH_CHECK(grad_spikes.device() == h.device(), "ndsnn.lif_backward: grad_spikes and h are on different devices");
   if (grad_h.has_value()) {
-    TORCH_CHECK(grad_h->sizes() == h.sizes() && grad_h->scalar_type() == h.scalar_type(),
-                "ndsnn.lif_backward: grad_h must match h in shape and dtype");
+    TORCH_CHECK(grad_h->sizes() == h.sizes() && grad_h->scalar_type() == h.scalar_type() &&
+                    grad_h->device() == h.device(),
+                "ndsnn.lif_backward: grad_h must match h (", h.sizes(), ", ", h.scalar_type(), ", ", h.device(),
+                "), got ", grad_h->sizes(), ", ", grad_h->scalar_type(), ", ", grad_h->device());
   }
-  return lif_layout(h, tau, v_threshold);
+  return lif_layout(h, tau, tau_value, v_threshold, alpha);
 }
 
 }  // namespace ndsnn

@@ -30,6 +30,8 @@ X = torch.randn(4, 2, 3, 5)
         (dict(v_reset=True), TypeError, "v_reset must be a number"),
         (dict(surrogate="relu"), ValueError, "surrogate must be one of atan, sigmoid"),
         (dict(alpha=0.0), ValueError, "alpha must be a positive number"),
+        (dict(alpha=True), ValueError, "alpha must be a positive number"),
+        (dict(tau=torch.empty(0)), ValueError, "tau must have one element or one per channel"),
         (dict(saved_dtype=torch.float64), ValueError, "saved_dtype must be None"),
         (dict(x_seq=X.bfloat16(), saved_dtype=torch.float16), ValueError, "saved_dtype must be None"),
     ],
@@ -57,6 +59,12 @@ def test_compiled_op_checks_its_arguments():
         op(X, None, torch.ones(4), 2.0, 1.0, 0.0, True, False, "atan", 2.0, None)
     with pytest.raises(RuntimeError, match="surrogate must be one of"):
         op(X, None, None, 2.0, 1.0, 0.0, True, False, "relu", 2.0, None)
+    with pytest.raises(RuntimeError, match="v_threshold must have at least one element"):
+        op(X, None, torch.empty(0), 2.0, 1.0, 0.0, True, False, "atan", 2.0, None)
+    with pytest.raises(RuntimeError, match="tau must be > 1"):
+        op(X, None, None, 0.0, 1.0, 0.0, True, False, "atan", 2.0, None)
+    with pytest.raises(RuntimeError, match="alpha must be positive"):
+        op(X, None, None, 2.0, 1.0, 0.0, True, False, "atan", -1.0, None)
     with pytest.raises(RuntimeError, match="saved_dtype may be float16 or bfloat16 only"):
         op(X.double(), None, None, 2.0, 1.0, 0.0, True, False, "atan", 2.0, torch.float16)
 
@@ -68,6 +76,7 @@ def test_compiled_op_checks_its_arguments():
         (dict(surrogate="nope"), "surrogate must be one of"),
         (dict(num_channels=0), "num_channels must be a positive int"),
         (dict(v_reset="zero"), "v_reset must be a number"),
+        (dict(saved_dtype=torch.float64), "saved_dtype must be None"),
     ],
 )
 def test_module_bad_arguments(kwargs, match):

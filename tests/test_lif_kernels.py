@@ -206,3 +206,51 @@ def test_torch_compile(device):
     want = layer(x.detach().requires_grad_())
     assert torch.equal(out, want)
     assert layer.threshold.grad is not None and x.grad is not None
+
+
+def test_double_backward_is_refused(device):
+    """Differentiating the gradient must fail loudly, not return None or zeros."""
+    _kernels_required()
+    x = lif_input((4, 2, 3), device).requires_grad_()
+    _, h = lif(x, return_h=True, detach_reset=True)
+    (g,) = torch.autograd.grad(h.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        torch.autograd.grad(g.sum(), x)
+
+
+@pytest.mark.parametrize("saved_dtype", [torch.float16, torch.bfloat16])
+def test_spike_consistent_rounding_sweep(device, saved_dtype):
+    """Thresholds that are positive, zero, negative and not representable in 16 bits, per channel, with h
+    placed within a few float32 ulps of them: stored h always reproduces the spikes."""
+    _kernels_required()
+    thresholds = torch.tensor([1.0, 0.0, -0.7, 0.3, 1e-6], device=device)
+    ulps = torch.arange(-40, 41, device=device, dtype=torch.float32)
+    near = (
+        thresholds[:, None]
+        + ulps[None, :] * torch.finfo(torch.float32).eps * thresholds.abs().clamp_min(1e-30)[:, None]
+    )
+    x = near.T.reshape(1, ulps.numel(), thresholds.numel()).contiguous()  # T=1, decay_input=False: h = x
+    spikes, h = lif(x, v_threshold=thresholds, decay_input=False, return_h=True, saved_dtype=saved_dtype)
+    assert torch.equal(spikes.bool(), x >= thresholds)
+    assert torch.equal(h.float() >= thresholds, spikes.bool())
+    _, h_ref = lif_reference(x, v_threshold=thresholds, decay_input=False, saved_dtype=saved_dtype)
+    assert torch.equal(h_ref.float() >= thresholds, spikes.bool())
+
+
+def test_non_contiguous_gradients_per_channel(device):
+    _kernels_required()
+    base = lif_input((5, 4, 6, 3), device)
+    x = base.permute(0, 1, 3, 2)  # [T, N, C=3, 6], non-contiguous
+    tau, th = make_params("channel", x)
+    (s_k, h_k, g_k), (s_r, h_r, g_r) = _run_both(x.requires_grad_(), tau, th, grad_seed=6)
+    assert torch.equal(h_k, h_r) if device.type == "cpu" else torch.allclose(h_k, h_r)
+    assert_grads_close(g_k, g_r, rtol=1e-4, atol=1e-5)
+
+
+def test_parameter_grads_keep_parameter_dtype(device):
+    _kernels_required()
+    x = lif_input((4, 2, 3, 5), device, dtype=torch.bfloat16).requires_grad_()
+    tau = torch.full((3,), 2.0, device=device, dtype=torch.float64, requires_grad=True)
+    th = torch.tensor(1.0, device=device, dtype=torch.float16, requires_grad=True)
+    lif(x, tau, th).sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and tau.grad.dtype == torch.float64 and th.grad.dtype == torch.float16

@@ -37,6 +37,14 @@ def test_learned_tau_stays_valid_when_saturated():
     layer(lif_input((3, 2, 4), "cpu"))
 
 
+def test_learned_tau_valid_in_half_precision_module():
+    layer = ndsnn.nn.LIF(learnable_tau=True).to(torch.bfloat16)
+    with torch.no_grad():
+        layer.tau_logit.fill_(40.0)
+    assert float(layer.tau.detach()) > 1.0
+    layer(lif_input((3, 2, 4), "cpu", dtype=torch.bfloat16))
+
+
 def test_per_channel_fixed_values_are_buffers():
     layer = ndsnn.nn.LIF(tau=4.0, v_threshold=0.5, num_channels=3)
     state = layer.state_dict()

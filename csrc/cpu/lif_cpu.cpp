@@ -304,10 +304,10 @@ std::tuple<at::Tensor, at::Tensor> lif_forward_cpu(const at::Tensor& x_in, const
                                                    const std::optional<at::Tensor>& v_threshold, double tau_value,
                                                    double v_threshold_value, std::optional<double> v_reset,
                                                    bool decay_input, bool /*detach_reset*/,
-                                                   c10::string_view surrogate, double /*alpha*/,
+                                                   c10::string_view surrogate, double alpha,
                                                    std::optional<at::ScalarType> saved_dtype) {
   surrogate_from_name(std::string(surrogate));
-  const LifLayout layout = lif_layout(x_in, tau, v_threshold);
+  const LifLayout layout = lif_layout(x_in, tau, tau_value, v_threshold, alpha);
   const at::Tensor x = x_in.contiguous();
   const at::ScalarType store_type = saved_type(x, saved_dtype);
   at::Tensor spikes = at::empty_like(x, at::MemoryFormat::Contiguous);
@@ -335,7 +335,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_backward_cpu(
     const std::optional<at::Tensor>& tau, const std::optional<at::Tensor>& v_threshold, double tau_value,
     double v_threshold_value, std::optional<double> v_reset, bool decay_input, bool detach_reset,
     c10::string_view surrogate, double alpha, bool tau_grad, bool v_threshold_grad) {
-  const LifLayout layout = check_backward_args(grad_spikes_in, grad_h_in, h_in, tau, v_threshold);
+  const LifLayout layout = check_backward_args(grad_spikes_in, grad_h_in, h_in, tau, tau_value, v_threshold, alpha);
   TORCH_CHECK(!tau_grad || tau.has_value(), "ndsnn.lif_backward: tau_grad needs tau as a tensor");
   TORCH_CHECK(!v_threshold_grad || v_threshold.has_value(),
               "ndsnn.lif_backward: v_threshold_grad needs v_threshold as a tensor");
@@ -353,9 +353,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_backward_cpu(
     const at::ScalarType math_type = c10::CppTypeToScalarType<math_t>::value;
     const at::Tensor tau_values = param_values(tau, math_type);
     const at::Tensor th_values = param_values(v_threshold, math_type);
-    at::Tensor tau_partial = tau_grad ? at::zeros({layout.neurons}, h.options().dtype(math_type)) : at::Tensor();
+    at::Tensor tau_partial = tau_grad ? at::empty({layout.neurons}, h.options().dtype(math_type)) : at::Tensor();
     at::Tensor th_partial =
-        v_threshold_grad ? at::zeros({layout.neurons}, h.options().dtype(math_type)) : at::Tensor();
+        v_threshold_grad ? at::empty({layout.neurons}, h.options().dtype(math_type)) : at::Tensor();
     if (grad_spikes.numel() > 0) {
       dispatch_surrogate(surrogate, [&](auto surrogate_tag) {
         backward_cpu_kernel<decltype(surrogate_tag)::value, scalar_t, store_t>(

@@ -100,10 +100,10 @@ std::tuple<at::Tensor, at::Tensor> lif_forward_cuda(const at::Tensor& x_in, cons
                                                     const std::optional<at::Tensor>& v_threshold, double tau_value,
                                                     double v_threshold_value, std::optional<double> v_reset,
                                                     bool decay_input, bool /*detach_reset*/,
-                                                    c10::string_view surrogate, double /*alpha*/,
+                                                    c10::string_view surrogate, double alpha,
                                                     std::optional<at::ScalarType> saved_dtype) {
   surrogate_from_name(std::string(surrogate));
-  const LifLayout layout = lif_layout(x_in, tau, v_threshold);
+  const LifLayout layout = lif_layout(x_in, tau, tau_value, v_threshold, alpha);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   const at::ScalarType store_type = saved_type(x, saved_dtype);
@@ -119,7 +119,7 @@ std::tuple<at::Tensor, at::Tensor> lif_forward_cuda(const at::Tensor& x_in, cons
     const at::Tensor th_values = param_values(v_threshold, math_type);
     lif_forward_kernel<scalar_t, store_t>
         <<<grid_for(layout.neurons), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            x.data_ptr<scalar_t>(), spikes.data_ptr<scalar_t>(), h.data_ptr<store_t>(), layout,
+            x.const_data_ptr<scalar_t>(), spikes.data_ptr<scalar_t>(), h.data_ptr<store_t>(), layout,
             channel_param<math_t>(tau_values, tau_value), channel_param<math_t>(th_values, v_threshold_value),
             static_cast<math_t>(v_reset.value_or(0.0)), v_reset.has_value(), decay_input);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -132,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_backward_cuda(
     const std::optional<at::Tensor>& tau, const std::optional<at::Tensor>& v_threshold, double tau_value,
     double v_threshold_value, std::optional<double> v_reset, bool decay_input, bool detach_reset,
     c10::string_view surrogate, double alpha, bool tau_grad, bool v_threshold_grad) {
-  const LifLayout layout = check_backward_args(grad_spikes_in, grad_h_in, h_in, tau, v_threshold);
+  const LifLayout layout = check_backward_args(grad_spikes_in, grad_h_in, h_in, tau, tau_value, v_threshold, alpha);
   TORCH_CHECK(!tau_grad || tau.has_value(), "ndsnn.lif_backward: tau_grad needs tau as a tensor");
   TORCH_CHECK(!v_threshold_grad || v_threshold.has_value(),
               "ndsnn.lif_backward: v_threshold_grad needs v_threshold as a tensor");
@@ -151,15 +151,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_backward_cuda(
     const at::ScalarType math_type = c10::CppTypeToScalarType<math_t>::value;
     const at::Tensor tau_values = param_values(tau, math_type);
     const at::Tensor th_values = param_values(v_threshold, math_type);
-    at::Tensor tau_partial = tau_grad ? at::zeros({layout.neurons}, h.options().dtype(math_type)) : at::Tensor();
+    at::Tensor tau_partial = tau_grad ? at::empty({layout.neurons}, h.options().dtype(math_type)) : at::Tensor();
     at::Tensor th_partial =
-        v_threshold_grad ? at::zeros({layout.neurons}, h.options().dtype(math_type)) : at::Tensor();
+        v_threshold_grad ? at::empty({layout.neurons}, h.options().dtype(math_type)) : at::Tensor();
     if (grad_spikes.numel() > 0) {
       dispatch_surrogate(surrogate, [&](auto surrogate_tag) {
         lif_backward_kernel<decltype(surrogate_tag)::value, scalar_t, store_t>
             <<<grid_for(layout.neurons), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-                grad_spikes.data_ptr<scalar_t>(), grad_h ? grad_h->data_ptr<store_t>() : nullptr,
-                h.data_ptr<store_t>(), grad_x.data_ptr<scalar_t>(),
+                grad_spikes.const_data_ptr<scalar_t>(), grad_h ? grad_h->const_data_ptr<store_t>() : nullptr,
+                h.const_data_ptr<store_t>(), grad_x.data_ptr<scalar_t>(),
                 tau_grad ? tau_partial.data_ptr<math_t>() : nullptr,
                 v_threshold_grad ? th_partial.data_ptr<math_t>() : nullptr, layout,
                 channel_param<math_t>(tau_values, tau_value), channel_param<math_t>(th_values, v_threshold_value),

@@ -41,7 +41,7 @@ class LIF(nn.Module):
         store_h: bool = False,
     ) -> None:
         super().__init__()
-        check_lif_args(torch.empty(1, 1), tau, v_threshold, v_reset, surrogate, alpha, None)
+        check_lif_args(torch.empty(1, 1), tau, v_threshold, v_reset, surrogate, alpha, saved_dtype)
         if num_channels is not None and (not isinstance(num_channels, int) or num_channels < 1):
             raise ValueError(f"num_channels must be a positive int or None, got {num_channels!r}")
         shape = (num_channels,) if num_channels is not None else ()
@@ -70,8 +70,8 @@ class LIF(nn.Module):
     @property
     def tau(self) -> float | torch.Tensor:
         """The membrane time constant: a float, or a tensor when learnable or per channel."""
-        if self.tau_logit is not None:
-            return (1.0 + torch.exp(-self.tau_logit)).clamp_min(MIN_LEARNED_TAU)
+        if self.tau_logit is not None:  # in float32 even for a 16-bit module: 1 + 2^-16 must not round to 1
+            return (1.0 + torch.exp(-self.tau_logit.float())).clamp_min(MIN_LEARNED_TAU)
         return self.tau_values if self.tau_values is not None else self._tau
 
     @property

@@ -25,6 +25,8 @@ def _check_param(value: object, name: str, x_seq: torch.Tensor) -> None:
         return
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if value.numel() == 0:
+        raise ValueError(f"{name} must have one element or one per channel, got an empty tensor")
     if value.device != x_seq.device:
         raise ValueError(f"{name} is on {value.device} but x_seq is on {x_seq.device}; put both on one device")
     if value.numel() == 1:
@@ -78,7 +80,7 @@ def check_lif_args(
         raise TypeError(f"v_reset must be a number (hard reset) or None (soft reset), got {v_reset!r}")
     if surrogate not in SURROGATES:
         raise ValueError(f"surrogate must be one of {', '.join(SURROGATES)}; got {surrogate!r}")
-    if alpha is not None and (not isinstance(alpha, numbers.Real) or not alpha > 0):
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0):
         raise ValueError(f"alpha must be a positive number or None (the surrogate's default), got {alpha!r}")
     if saved_dtype is not None and saved_dtype != x_seq.dtype:
         if not (x_seq.dtype == torch.float32 and saved_dtype in COMPACT_SAVED_DTYPES):
@@ -172,6 +174,16 @@ def _register() -> None:
         ) + (None,) * 8
 
     torch.library.register_autograd("ndsnn::lif_forward", backward, setup_context=setup_context)
+
+    def no_double_backward(ctx, *grads):
+        raise NotImplementedError(
+            "ndsnn.ops.lif does not support double backward (differentiating its gradient, e.g. with "
+            "create_graph=True); use ndsnn.ops.lif_reference for that"
+        )
+
+    torch.library.register_autograd(
+        "ndsnn::lif_backward", no_double_backward, setup_context=lambda ctx, inputs, output: None
+    )
 
 
 if _extension.load().loaded:

@@ -58,4 +58,19 @@ def lif_reference(
         hs.append(h)
     if not spikes:
         return torch.empty_like(x_seq), torch.empty_like(x_seq, dtype=saved_dtype or x_seq.dtype)
-    return torch.stack(spikes).to(x_seq.dtype), torch.stack(hs).to(saved_dtype or x_seq.dtype)
+    spikes_out = torch.stack(spikes)
+    h_out = spike_consistent_round(torch.stack(hs), spikes_out.detach(), th_b, saved_dtype or x_seq.dtype)
+    return spikes_out.to(x_seq.dtype), h_out
+
+
+def spike_consistent_round(h: torch.Tensor, spikes: torch.Tensor, v_threshold: Param, dtype: torch.dtype):
+    """h in `dtype`, moved one ulp toward the spike's side where rounding crossed the threshold, so that
+    (result >= v_threshold) equals the spikes (as the kernels store it). Differentiable as a plain cast."""
+    rounded = h.to(dtype)
+    if dtype == h.dtype:
+        return rounded
+    threshold = v_threshold.detach() if isinstance(v_threshold, torch.Tensor) else v_threshold
+    crossed = (rounded.detach().to(h.dtype) >= threshold) != spikes.bool()
+    toward = torch.where(spikes.bool(), float("inf"), float("-inf")).to(dtype)
+    fixed = torch.nextafter(rounded.detach(), toward)
+    return rounded + torch.where(crossed, fixed - rounded.detach(), torch.zeros_like(rounded))
