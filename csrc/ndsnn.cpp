@@ -40,4 +40,19 @@ TORCH_LIBRARY(ndsnn, m) {
       "float tau_value, float v_threshold_value, float? v_reset, bool decay_input, bool detach_reset, "
       "str surrogate, float alpha, bool tau_grad, bool v_threshold_grad) "
       "-> (Tensor grad_x, Tensor grad_tau, Tensor grad_v_threshold)");
+  // Masked sparse convolution: F.conv2d(x, weight * mask, bias, ...) with work proportional to the kept
+  // weights. The mask enters as its kept-weight index: flat indices into weight grouped by output channel
+  // (out_ptr [C_out + 1] offsets into out_flat) and by input channel (in_ptr [C_in + 1], in_flat).
+  // in_ptr / in_flat and dense_weight_grad are backward settings, carried here so autograd can read them.
+  m.def(
+      "sparse_conv2d_forward(Tensor x, Tensor weight, Tensor? bias, Tensor out_ptr, Tensor out_flat, "
+      "Tensor in_ptr, Tensor in_flat, int[2] stride, int[2] padding, int[2] dilation, int groups, "
+      "bool dense_weight_grad) -> Tensor");
+  m.def(
+      "sparse_conv2d_grad_input(Tensor grad_out, Tensor weight, Tensor in_ptr, Tensor in_flat, int[] input_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, int groups) -> Tensor");
+  // Weight gradient at the kept positions (zero elsewhere), in weight's shape.
+  m.def(
+      "sparse_conv2d_grad_weight(Tensor grad_out, Tensor x, Tensor out_flat, int[] weight_size, int[2] stride, "
+      "int[2] padding, int[2] dilation, int groups) -> Tensor");
 }

@@ -24,11 +24,17 @@ from pathlib import Path
 import torch
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-CPU_SOURCES = ("ndsnn.cpp", "cpu/lif_cpu.cpp")
+CPU_SOURCES = ("ndsnn.cpp", "cpu/lif_cpu.cpp", "cpu/sparse_conv2d_cpu.cpp")
 CUDA_SOURCES = ("cuda/lif_cuda.cu",)
 CXX_FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math")
 NVCC_FLAGS = ("-O3",)
-OPS = ("lif_forward", "lif_backward")
+OPS = (
+    "lif_forward",
+    "lif_backward",
+    "sparse_conv2d_forward",
+    "sparse_conv2d_grad_input",
+    "sparse_conv2d_grad_weight",
+)
 REBUILD_HINT = "pip install --no-build-isolation -e . (or delete that file to compile on first use)"
 
 

@@ -2,6 +2,16 @@
 
 from .lif import lif
 from .lif_reference import lif_reference
+from .sparse_conv2d import sparse_conv2d, sparse_conv2d_reference
 from .surrogate import DEFAULT_ALPHA, SURROGATES, spike, surrogate_grad
 
-__all__ = ["DEFAULT_ALPHA", "SURROGATES", "lif", "lif_reference", "spike", "surrogate_grad"]
+__all__ = [
+    "DEFAULT_ALPHA",
+    "SURROGATES",
+    "lif",
+    "lif_reference",
+    "sparse_conv2d",
+    "sparse_conv2d_reference",
+    "spike",
+    "surrogate_grad",
+]

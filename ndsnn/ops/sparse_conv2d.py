@@ -1,0 +1,201 @@
+"""``ndsnn.ops.sparse_conv2d``: a 2-D convolution with a pruning mask, F.conv2d(x, weight * mask, ...) in
+value and gradient, computed with work proportional to the kept weights where a compiled kernel exists.
+
+The mask enters the kernels as a kept-weight index (flat positions grouped by output and by input channel),
+built once per mask version and cached. The weight gradient is returned at kept positions only (zero
+elsewhere), unless ``dense_weight_grad=True``: the step before a grow, when a sparsity method needs the
+gradient of pruned weights too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
+
+from .. import _extension
+
+
+@dataclass(frozen=True)
+class KeptIndex:
+    """Flat indices of the kept weights, grouped by output channel and by input channel."""
+
+    out_ptr: torch.Tensor  # [C_out + 1] int64
+    out_flat: torch.Tensor  # [kept] int64, ascending
+    in_ptr: torch.Tensor  # [C_in + 1] int64
+    in_flat: torch.Tensor  # [kept] int64, grouped by input channel
+
+    @property
+    def kept(self) -> int:
+        return self.out_flat.numel()
+
+
+def build_kept_index(mask: torch.Tensor, groups: int) -> KeptIndex:
+    """The index of a bool mask [C_out, C_in / groups, KH, KW]; O(mask size), done once per mask version."""
+    out_channels, in_per_group, kh, kw = mask.shape
+    taps = in_per_group * kh * kw
+    out_flat = mask.reshape(-1).nonzero().reshape(-1)
+    per_output = torch.bincount(out_flat // taps, minlength=out_channels)
+    out_ptr = torch.cat([out_flat.new_zeros(1), per_output.cumsum(0)])
+    output = out_flat // taps
+    in_channel = (output // (out_channels // groups)) * in_per_group + (out_flat % taps) // (kh * kw)
+    order = torch.argsort(in_channel, stable=True)
+    in_flat = out_flat[order].contiguous()
+    per_input = torch.bincount(in_channel, minlength=in_per_group * groups)
+    in_ptr = torch.cat([out_flat.new_zeros(1), per_input.cumsum(0)])
+    return KeptIndex(out_ptr.contiguous(), out_flat.contiguous(), in_ptr.contiguous(), in_flat)
+
+
+def kept_index(mask: torch.Tensor, groups: int) -> KeptIndex:
+    """Cached on the mask tensor itself; rebuilt when the mask is modified in place (its version changes)."""
+    key = (mask._version, mask.data_ptr(), tuple(mask.shape), groups)
+    cached = getattr(mask, "_ndsnn_kept_index", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    index = build_kept_index(mask, groups)
+    mask._ndsnn_kept_index = (key, index)
+    return index
+
+
+def sparse_conv2d_reference(x, weight, mask, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """The definition: a dense convolution with the pruned weights zeroed."""
+    return F.conv2d(x, weight * mask, bias, stride, padding, dilation, groups)
+
+
+def _check_args(x, weight, mask, bias, groups) -> None:
+    for name, value in (("x", x), ("weight", weight), ("mask", mask)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point [N, C, H, W] tensor, got {x.dtype} of shape {tuple(x.shape)}")
+    if weight.dim() != 4 or weight.dtype != x.dtype:
+        raise ValueError(
+            f"weight must be a [C_out, C_in / groups, KH, KW] tensor of x's dtype {x.dtype}, got {weight.dtype} "
+            f"of shape {tuple(weight.shape)}"
+        )
+    if mask.dtype != torch.bool or mask.shape != weight.shape:
+        raise ValueError(
+            f"mask must be a bool tensor of weight's shape {tuple(weight.shape)}, got {mask.dtype} of shape "
+            f"{tuple(mask.shape)}"
+        )
+    for name, value in (("weight", weight), ("mask", mask), ("bias", bias)):
+        if value is not None and value.device != x.device:
+            raise ValueError(f"{name} is on {value.device} but x is on {x.device}; put all on one device")
+    if not isinstance(groups, int) or groups < 1 or x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(
+            f"x has {x.shape[1]} channels but weight expects C_in / groups = {weight.shape[1]} with groups={groups}"
+        )
+    if weight.shape[0] % groups:
+        raise ValueError(f"weight's C_out = {weight.shape[0]} is not divisible by groups = {groups}")
+    if bias is not None and (bias.shape != (weight.shape[0],) or bias.dtype != x.dtype):
+        raise ValueError(f"bias must be a [{weight.shape[0]}] tensor of dtype {x.dtype}, got {tuple(bias.shape)}")
+
+
+# Densest mask for which the compiled sparse kernel beats the dense convolution, per device type. The CPU
+# value is a first measurement (256->256 channels, 3x3, 8x8, N=64, 2 threads: 1.25x faster than mkldnn at
+# 1% density, 6x slower at 10%); the sparse-conv benchmark is to refine it per layer shape.
+# NDSNN_SPARSE_CONV_MAX_DENSITY overrides it.
+SPARSE_MAX_DENSITY = {"cpu": 0.015}
+IMPLEMENTATIONS = ("auto", "sparse", "dense")
+
+
+def max_sparse_density(device: torch.device) -> float:
+    override = os.environ.get("NDSNN_SPARSE_CONV_MAX_DENSITY")
+    return float(override) if override else SPARSE_MAX_DENSITY.get(device.type, 0.0)
+
+
+def sparse_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    *,
+    dense_weight_grad: bool = False,
+    implementation: str = "auto",
+) -> torch.Tensor:
+    """F.conv2d(x, weight * mask, bias, stride, padding, dilation, groups), skipping pruned weights.
+
+    The weight gradient is zero at pruned positions unless dense_weight_grad (what a grow step needs).
+    implementation: "sparse" (the compiled kernel), "dense" (cuDNN / mkldnn on weight * mask), or "auto":
+    sparse when the mask's density is at most max_sparse_density(device).
+    """
+    _check_args(x, weight, mask, bias, groups)
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}; got {implementation!r}")
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    use_sparse = implementation != "dense" and _extension.use_kernel("sparse_conv2d_forward", x.device)
+    index = kept_index(mask, groups) if use_sparse else None
+    if use_sparse and implementation == "auto":
+        use_sparse = index.kept <= max_sparse_density(x.device) * mask.numel()
+    if not use_sparse:
+        return F.conv2d(x, _masked_weight(weight, mask, dense_weight_grad), bias, stride, padding, dilation, groups)
+    return torch.ops.ndsnn.sparse_conv2d_forward(
+        x, weight, bias, index.out_ptr, index.out_flat, index.in_ptr, index.in_flat,
+        list(stride), list(padding), list(dilation), groups, dense_weight_grad,
+    )  # fmt: skip
+
+
+def _masked_weight(weight: torch.Tensor, mask: torch.Tensor, dense_weight_grad: bool) -> torch.Tensor:
+    """weight * mask; with dense_weight_grad its gradient reaches pruned positions too (value unchanged)."""
+    masked = weight * mask
+    if dense_weight_grad:
+        masked = masked + (weight - weight.detach()) * ~mask
+    return masked
+
+
+def _register() -> None:
+    """Fake kernels and autograd for the compiled ops (only when the library is loaded)."""
+
+    @torch.library.register_fake("ndsnn::sparse_conv2d_forward")
+    def _forward_fake(x, weight, bias, out_ptr, out_flat, in_ptr, in_flat, stride, padding, dilation, groups,
+                      dense_weight_grad):  # fmt: skip
+        out_h = (x.shape[2] + 2 * padding[0] - dilation[0] * (weight.shape[2] - 1) - 1) // stride[0] + 1
+        out_w = (x.shape[3] + 2 * padding[1] - dilation[1] * (weight.shape[3] - 1) - 1) // stride[1] + 1
+        return x.new_empty((x.shape[0], weight.shape[0], out_h, out_w))
+
+    @torch.library.register_fake("ndsnn::sparse_conv2d_grad_input")
+    def _grad_input_fake(grad_out, weight, in_ptr, in_flat, input_size, stride, padding, dilation, groups):
+        return grad_out.new_empty(input_size)
+
+    @torch.library.register_fake("ndsnn::sparse_conv2d_grad_weight")
+    def _grad_weight_fake(grad_out, x, out_flat, weight_size, stride, padding, dilation, groups):
+        return x.new_empty(weight_size)
+
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, _, out_flat, in_ptr, in_flat, stride, padding, dilation, groups, dense = inputs
+        ctx.save_for_backward(x, weight, out_flat, in_ptr, in_flat)
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.dense_weight_grad = dense
+
+    def backward(ctx, grad_out):
+        x, weight, out_flat, in_ptr, in_flat = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        needs = ctx.needs_input_grad
+        grad_out = grad_out.contiguous()
+        grad_x = grad_weight = grad_bias = None
+        if needs[0]:
+            grad_x = torch.ops.ndsnn.sparse_conv2d_grad_input(
+                grad_out, weight, in_ptr, in_flat, list(x.shape), stride, padding, dilation, groups
+            )
+        if needs[1] and ctx.dense_weight_grad:
+            grad_weight = torch.nn.grad.conv2d_weight(x, weight.shape, grad_out, stride, padding, dilation, groups)
+        elif needs[1]:
+            grad_weight = torch.ops.ndsnn.sparse_conv2d_grad_weight(
+                grad_out, x, out_flat, list(weight.shape), stride, padding, dilation, groups
+            )
+        if needs[2]:
+            grad_bias = grad_out.sum((0, 2, 3))
+        return (grad_x, grad_weight, grad_bias) + (None,) * 9
+
+    torch.library.register_autograd("ndsnn::sparse_conv2d_forward", backward, setup_context=setup_context)
+
+
+if _extension.load().loaded:
+    _register()

@@ -1,0 +1,211 @@
+"""ndsnn.ops.sparse_conv2d against F.conv2d(x, weight * mask): values and gradients, every geometry."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ndsnn import _extension
+from ndsnn.ops import sparse_conv2d
+from ndsnn.ops.sparse_conv2d import build_kept_index, kept_index
+
+# (C_in, C_out, kernel, stride, padding, dilation, groups)
+GEOMETRIES = [
+    (3, 5, 3, 1, 1, 1, 1),
+    (4, 6, 3, 2, 0, 1, 1),
+    (4, 4, 1, 1, 0, 1, 1),
+    (4, 6, 5, 1, 2, 1, 2),
+    (6, 6, 3, 2, 1, 2, 6),  # depthwise, strided, dilated
+    (2, 3, 3, 1, 2, 1, 1),
+    (5, 4, 5, 2, 2, 2, 1),
+]
+SPARSITIES = [0.0, 0.5, 0.9, 0.99, 1.0]
+
+
+def _compiled(device: torch.device) -> bool:
+    return _extension.has_kernel("sparse_conv2d_forward", device.type)
+
+
+def _case(geometry, sparsity, device, dtype=torch.float32, batch=2, size=(9, 7), binary=False, seed=0):
+    c_in, c_out, k, stride, padding, dilation, groups = geometry
+    g = torch.Generator().manual_seed(seed)
+    if binary:
+        x = (torch.rand(batch, c_in, *size, generator=g) < 0.15).to(dtype)
+    else:
+        x = torch.randn(batch, c_in, *size, generator=g).to(dtype)
+    weight = torch.randn(c_out, c_in // groups, k, k, generator=g).to(dtype)
+    mask = torch.rand(weight.shape, generator=g) >= sparsity
+    bias = torch.randn(c_out, generator=g).to(dtype)
+    conv = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return [t.to(device) for t in (x, weight, mask, bias)], conv
+
+
+def _both(x, weight, mask, bias, conv, **kwargs):
+    """The compiled sparse kernel (wherever it exists) and the masked dense convolution."""
+    kwargs.setdefault("implementation", "sparse")
+    results = []
+    for fn in (
+        lambda xx, ww, bb: sparse_conv2d(xx, ww, mask, bb, **conv, **kwargs),
+        lambda xx, ww, bb: F.conv2d(xx, ww * mask, bb, **conv),
+    ):
+        leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+        out = fn(*leaves)
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
+        results.append((out, torch.autograd.grad(out, leaves, grad)))
+    return results
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("sparsity", SPARSITIES)
+@pytest.mark.parametrize("binary", [False, True])
+def test_matches_masked_dense_conv(device, geometry, sparsity, binary):
+    (x, weight, mask, bias), conv = _case(geometry, sparsity, device, binary=binary)
+    (out, grads), (want, want_grads) = _both(x, weight, mask, bias, conv)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert torch.count_nonzero(grads[1][~mask]) == 0, "pruned weights must get no gradient"
+
+
+@pytest.mark.parametrize("size,batch", [((1, 1), 1), ((5, 11), 1), ((16, 16), 3)])
+def test_odd_sizes_and_batch_one(device, size, batch):
+    geometry = (3, 4, 3, 1, 1, 1, 1)
+    (x, weight, mask, bias), conv = _case(geometry, 0.7, device, batch=batch, size=size)
+    (out, grads), (want, want_grads) = _both(x, weight, mask, bias, conv)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16(device):
+    (x, weight, mask, bias), conv = _case(GEOMETRIES[0], 0.8, device, dtype=torch.bfloat16)
+    (out, grads), (want, want_grads) = _both(x, weight, mask, bias, conv)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), want.float(), rtol=2e-2, atol=5e-2)
+    for got, expected in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(got.float(), expected.float(), rtol=2e-2, atol=1e-1)
+
+
+@pytest.mark.parametrize("implementation", ["sparse", "dense"])
+def test_dense_weight_grad_for_grow_steps(device, implementation):
+    (x, weight, mask, bias), conv = _case(GEOMETRIES[3], 0.9, device)
+    w = weight.clone().requires_grad_()
+    out = sparse_conv2d(x, w, mask, bias, **conv, dense_weight_grad=True, implementation=implementation)
+    torch.testing.assert_close(out, F.conv2d(x, weight * mask, bias, **conv), rtol=1e-5, atol=1e-5)
+    grad_out = torch.randn_like(out)
+    (g,) = torch.autograd.grad(out, w, grad_out)
+    want = torch.nn.grad.conv2d_weight(x, w.shape, grad_out, **conv)
+    torch.testing.assert_close(g, want, rtol=1e-4, atol=1e-4)
+    assert torch.count_nonzero(g[~mask]) > 0
+
+
+def test_empty_batch_and_all_pruned(device):
+    (x, weight, mask, bias), conv = _case(GEOMETRIES[0], 0.5, device, batch=0)
+    out = sparse_conv2d(x, weight, mask, bias, **conv, implementation="sparse")
+    assert out.shape == F.conv2d(x, weight, bias, **conv).shape
+    (x, weight, mask, bias), conv = _case(GEOMETRIES[0], 1.0, device)
+    assert not mask.any()
+    out = sparse_conv2d(x, weight, mask, bias, **conv, implementation="sparse")
+    torch.testing.assert_close(out, bias.view(1, -1, 1, 1).expand_as(out))
+
+
+def _sparse_only(mask, conv):
+    return lambda a, w, b: sparse_conv2d(a, w, mask, b, **conv, implementation="sparse")
+
+
+def test_gradcheck(device):
+    if not _compiled(device):
+        pytest.skip(f"no compiled {device.type} kernel")
+    for geometry in (GEOMETRIES[1], GEOMETRIES[4]):
+        (x, weight, mask, bias), conv = _case(geometry, 0.5, device, dtype=torch.float64, size=(6, 5))
+        inputs = tuple(t.requires_grad_() for t in (x, weight, bias))
+        assert torch.autograd.gradcheck(_sparse_only(mask, conv), inputs)
+
+
+def test_opcheck(device):
+    if not _compiled(device):
+        pytest.skip(f"no compiled {device.type} kernel")
+    for geometry, sparsity in itertools.product(GEOMETRIES[:5], (0.5, 1.0)):
+        (x, weight, mask, bias), conv = _case(geometry, sparsity, device, size=(6, 5))
+        index = build_kept_index(mask, conv["groups"])
+        args = (x.requires_grad_(), weight.requires_grad_(), bias, index.out_ptr, index.out_flat, index.in_ptr,
+                index.in_flat, [conv["stride"]] * 2, [conv["padding"]] * 2, [conv["dilation"]] * 2, conv["groups"],
+                False)  # fmt: skip
+        torch.library.opcheck(torch.ops.ndsnn.sparse_conv2d_forward.default, args)
+
+
+def test_index_groups_kept_weights():
+    mask = torch.zeros(4, 2, 3, 3, dtype=torch.bool)
+    mask[0, 1, 2, 0] = mask[3, 0, 0, 0] = mask[3, 1, 1, 1] = True
+    index = build_kept_index(mask, groups=2)  # C_in = 4: outputs 0-1 read inputs 0-1, outputs 2-3 inputs 2-3
+    assert index.out_ptr.tolist() == [0, 1, 1, 1, 3]
+    assert index.out_flat.tolist() == [15, 54, 67]  # o * 18 + c * 9 + ky * 3 + kx
+    assert index.in_ptr.tolist() == [0, 0, 1, 2, 3]
+    assert index.in_flat.tolist() == [15, 54, 67]
+
+
+def test_index_cache_follows_in_place_mask_changes():
+    mask = torch.ones(2, 3, 3, 3, dtype=torch.bool)
+    first = kept_index(mask, 1)
+    assert kept_index(mask, 1) is first
+    mask[0] = False
+    second = kept_index(mask, 1)
+    assert second is not first and second.kept == 27
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(mask=torch.ones(5, 3, 3, 3)), "mask must be a bool tensor"),
+        (dict(mask=torch.ones(5, 3, 3, 2, dtype=torch.bool)), "mask must be a bool tensor of weight's shape"),
+        (dict(x=torch.randn(2, 4, 8, 8)), "x has 4 channels but weight expects"),
+        (dict(x=torch.randn(3, 8, 8)), r"x must be a floating-point \[N, C, H, W\]"),
+        (dict(x=torch.ones(2, 3, 8, 8, dtype=torch.int64)), r"x must be a floating-point \[N, C, H, W\]"),
+        (dict(weight=torch.randn(5, 3, 3, 3, dtype=torch.float64)), "weight must be a"),
+        (dict(bias=torch.randn(4)), r"bias must be a \[5\] tensor"),
+        (dict(mask=torch.ones(5, 3, 3, 3, dtype=torch.bool, device="meta")), "mask is on meta but x is on cpu"),
+    ],
+)
+def test_bad_arguments(change, match):
+    args = dict(x=torch.randn(2, 3, 8, 8), weight=torch.randn(5, 3, 3, 3), bias=torch.randn(5))
+    args["mask"] = torch.ones(5, 3, 3, 3, dtype=torch.bool)
+    args.update(change)
+    with pytest.raises((ValueError, TypeError), match=match):
+        sparse_conv2d(args["x"], args["weight"], args["mask"], args["bias"])
+
+
+def test_compiled_op_checks_its_index():
+    if not _compiled(torch.device("cpu")):
+        pytest.skip("no compiled kernel")
+    x, weight = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    bad = torch.tensor([0, 1, 2, 100])
+    ptr = torch.tensor([0, 1, 2, 4])
+    with pytest.raises(RuntimeError, match="kept-weight index does not match"):
+        torch.ops.ndsnn.sparse_conv2d_forward(x, weight, None, ptr, bad, ptr, bad, [1, 1], [0, 0], [1, 1], 1, False)
+    with pytest.raises(RuntimeError, match="out_ptr must have 4 entries"):
+        torch.ops.ndsnn.sparse_conv2d_forward(x, weight, None, ptr[:2], bad, ptr, bad, [1, 1], [0, 0], [1, 1], 1, False)
+
+
+def test_auto_picks_by_density(device, monkeypatch):
+    """auto: the sparse kernel at or below the crossover density, dense above; same values either way."""
+    if not _compiled(device):
+        pytest.skip(f"no compiled {device.type} kernel")
+    calls = []
+    original = torch.ops.ndsnn.sparse_conv2d_forward
+    monkeypatch.setattr(torch.ops.ndsnn, "sparse_conv2d_forward", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setenv("NDSNN_SPARSE_CONV_MAX_DENSITY", "0.3")
+    for sparsity, sparse_expected in ((0.9, True), (0.2, False)):
+        (x, weight, mask, bias), conv = _case(GEOMETRIES[0], sparsity, device)
+        calls.clear()
+        out = sparse_conv2d(x, weight, mask, bias, **conv)
+        assert bool(calls) == sparse_expected
+        torch.testing.assert_close(out, F.conv2d(x, weight * mask, bias, **conv), rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_implementation():
+    with pytest.raises(ValueError, match="implementation must be one of auto, sparse, dense"):
+        sparse_conv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 1, 1), torch.ones(1, 1, 1, 1, dtype=torch.bool),
+                      implementation="fast")  # fmt: skip
