@@ -61,8 +61,9 @@ def _both(x, weight, mask, bias, conv, **kwargs):
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 @pytest.mark.parametrize("sparsity", SPARSITIES)
 @pytest.mark.parametrize("binary", [False, True])
-def test_matches_masked_dense_conv(device, geometry, sparsity, binary):
-    (x, weight, mask, bias), conv = _case(geometry, sparsity, device, binary=binary)
+@pytest.mark.parametrize("batch", [2, 12])  # 12 >= every output row here: the batch-innermost CPU path
+def test_matches_masked_dense_conv(device, geometry, sparsity, binary, batch):
+    (x, weight, mask, bias), conv = _case(geometry, sparsity, device, binary=binary, batch=batch)
     (out, grads), (want, want_grads) = _both(x, weight, mask, bias, conv)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
     for got, expected in zip(grads, want_grads, strict=True):
@@ -80,8 +81,9 @@ def test_odd_sizes_and_batch_one(device, size, batch):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_bfloat16(device):
-    (x, weight, mask, bias), conv = _case(GEOMETRIES[0], 0.8, device, dtype=torch.bfloat16)
+@pytest.mark.parametrize("batch", [2, 12])
+def test_bfloat16(device, batch):
+    (x, weight, mask, bias), conv = _case(GEOMETRIES[0], 0.8, device, dtype=torch.bfloat16, batch=batch)
     (out, grads), (want, want_grads) = _both(x, weight, mask, bias, conv)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), want.float(), rtol=2e-2, atol=5e-2)
@@ -119,8 +121,8 @@ def _sparse_only(mask, conv):
 def test_gradcheck(device):
     if not _compiled(device):
         pytest.skip(f"no compiled {device.type} kernel")
-    for geometry in (GEOMETRIES[1], GEOMETRIES[4]):
-        (x, weight, mask, bias), conv = _case(geometry, 0.5, device, dtype=torch.float64, size=(6, 5))
+    for geometry, batch in ((GEOMETRIES[1], 2), (GEOMETRIES[4], 2), (GEOMETRIES[4], 8)):
+        (x, weight, mask, bias), conv = _case(geometry, 0.5, device, dtype=torch.float64, size=(6, 5), batch=batch)
         inputs = tuple(t.requires_grad_() for t in (x, weight, bias))
         assert torch.autograd.gradcheck(_sparse_only(mask, conv), inputs)
 

@@ -320,12 +320,13 @@ void backward_cpu_kernel(const Raw<scalar_t>* grad_spikes, const Raw<store_t>* g
         const int64_t offset = t * neurons + first;
         const Raw<store_t>* h_t = h_seq + offset;
         if (grad_h) {
-          backward_block_step<S, true, scalar_t, store_t>(grad_spikes + offset, grad_h + offset, h_t, grad_x + offset, params,
-                                       input_divisor, keep, grad_v, acc_th, grad_h_total, count, v_reset, alpha,
-                                       mode);
+          backward_block_step<S, true, scalar_t, store_t>(grad_spikes + offset, grad_h + offset, h_t, grad_x + offset,
+                                                          params, input_divisor, keep, grad_v, acc_th, grad_h_total,
+                                                          count, v_reset, alpha, mode);
         } else {
-          backward_block_step<S, false, scalar_t, store_t>(grad_spikes + offset, grad_h, h_t, grad_x + offset, params, input_divisor,
-                                        keep, grad_v, acc_th, grad_h_total, count, v_reset, alpha, mode);
+          backward_block_step<S, false, scalar_t, store_t>(grad_spikes + offset, grad_h, h_t, grad_x + offset, params,
+                                                           input_divisor, keep, grad_v, acc_th, grad_h_total, count,
+                                                           v_reset, alpha, mode);
         }
         if (!grad_tau) continue;
         // Leak gradient: needs v_{t-1}, rebuilt from h_{t-1} and its spike.
