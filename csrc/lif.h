@@ -147,4 +147,128 @@ inline LifLayout check_backward_args(const at::Tensor& grad_spikes, const std::o
   return lif_layout(h, tau, tau_value, v_threshold, alpha);
 }
 
+// What a device kernel gets for one forward call, in its element types.
+template <typename scalar_t, typename store_t>
+struct LifForwardArgs {
+  using scalar = scalar_t;
+  using store = store_t;
+  using math_t = at::opmath_type<scalar_t>;
+  const scalar_t* x;
+  scalar_t* spikes;
+  store_t* h;
+  LifLayout layout;
+  ChannelParam<math_t> tau;
+  ChannelParam<math_t> v_threshold;
+  math_t v_reset;
+  bool hard_reset;
+  bool decay_input;
+};
+
+// The device-independent part of lif_forward: checks, layout, outputs, dtype dispatch. launch(args) runs the
+// device kernel on LifForwardArgs; it is not called for empty input.
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor> lif_forward_host(const at::Tensor& x_in, const std::optional<at::Tensor>& tau,
+                                                    const std::optional<at::Tensor>& v_threshold, double tau_value,
+                                                    double v_threshold_value, std::optional<double> v_reset,
+                                                    bool decay_input, c10::string_view surrogate, double alpha,
+                                                    std::optional<at::ScalarType> saved_dtype, const Launch& launch) {
+  surrogate_from_name(std::string(surrogate));
+  const LifLayout layout = lif_layout(x_in, tau, tau_value, v_threshold, alpha);
+  const at::Tensor x = x_in.contiguous();
+  const at::ScalarType store_type = saved_type(x, saved_dtype);
+  at::Tensor spikes = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor h = at::empty(x.sizes(), x.options().dtype(store_type));
+  if (x.numel() == 0) return {spikes, h};
+  dispatch_lif_types(x.scalar_type(), store_type, [&](auto input_tag, auto store_tag) {
+    using scalar_t = typename decltype(input_tag)::type;
+    using store_t = typename decltype(store_tag)::type;
+    using math_t = at::opmath_type<scalar_t>;
+    const at::ScalarType math_type = c10::CppTypeToScalarType<math_t>::value;
+    const at::Tensor tau_values = param_values(tau, math_type);
+    const at::Tensor th_values = param_values(v_threshold, math_type);
+    launch(LifForwardArgs<scalar_t, store_t>{
+        x.const_data_ptr<scalar_t>(), spikes.data_ptr<scalar_t>(), h.data_ptr<store_t>(), layout,
+        channel_param<math_t>(tau_values, tau_value), channel_param<math_t>(th_values, v_threshold_value),
+        static_cast<math_t>(v_reset.value_or(0.0)), v_reset.has_value(), decay_input});
+  });
+  return {spikes, h};
+}
+
+// What a device kernel gets for one backward call. grad_h / grad_tau / grad_v_threshold may be null; the
+// parameter gradients are per neuron (summed over time), reduced to the parameters' shapes afterwards.
+template <typename scalar_t, typename store_t>
+struct LifBackwardArgs {
+  using scalar = scalar_t;
+  using store = store_t;
+  using math_t = at::opmath_type<scalar_t>;
+  const scalar_t* grad_spikes;
+  const store_t* grad_h;
+  const store_t* h;
+  scalar_t* grad_x;
+  math_t* grad_tau;
+  math_t* grad_v_threshold;
+  LifLayout layout;
+  ChannelParam<math_t> tau;
+  ChannelParam<math_t> v_threshold;
+  math_t v_reset;
+  bool hard_reset;
+  bool decay_input;
+  bool detach_reset;
+  math_t alpha;
+};
+
+// The device-independent part of lif_backward. launch(surrogate_tag, args) runs the device kernel, with
+// surrogate_tag a std::integral_constant<Surrogate, S>; it is not called for empty input.
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_backward_host(
+    const at::Tensor& grad_spikes_in, const std::optional<at::Tensor>& grad_h_in, const at::Tensor& h_in,
+    const std::optional<at::Tensor>& tau, const std::optional<at::Tensor>& v_threshold, double tau_value,
+    double v_threshold_value, std::optional<double> v_reset, bool decay_input, bool detach_reset,
+    c10::string_view surrogate, double alpha, bool tau_grad, bool v_threshold_grad, const Launch& launch) {
+  const LifLayout layout = check_backward_args(grad_spikes_in, grad_h_in, h_in, tau, tau_value, v_threshold, alpha);
+  TORCH_CHECK(!tau_grad || tau.has_value(), "ndsnn.lif_backward: tau_grad needs tau as a tensor");
+  TORCH_CHECK(!v_threshold_grad || v_threshold.has_value(),
+              "ndsnn.lif_backward: v_threshold_grad needs v_threshold as a tensor");
+  surrogate_from_name(std::string(surrogate));
+  const at::Tensor grad_spikes = grad_spikes_in.contiguous();
+  const at::Tensor h = h_in.contiguous();
+  std::optional<at::Tensor> grad_h;
+  if (grad_h_in.has_value()) grad_h = grad_h_in->contiguous();
+  at::Tensor grad_x = at::empty_like(grad_spikes, at::MemoryFormat::Contiguous);
+  at::Tensor grad_tau = at::empty({0}, h.options());
+  at::Tensor grad_th = at::empty({0}, h.options());
+  dispatch_lif_types(grad_spikes.scalar_type(), h.scalar_type(), [&](auto input_tag, auto store_tag) {
+    using scalar_t = typename decltype(input_tag)::type;
+    using store_t = typename decltype(store_tag)::type;
+    using math_t = at::opmath_type<scalar_t>;
+    const at::ScalarType math_type = c10::CppTypeToScalarType<math_t>::value;
+    const at::Tensor tau_values = param_values(tau, math_type);
+    const at::Tensor th_values = param_values(v_threshold, math_type);
+    at::Tensor tau_partial = tau_grad ? at::empty({layout.neurons}, h.options().dtype(math_type)) : at::Tensor();
+    at::Tensor th_partial =
+        v_threshold_grad ? at::empty({layout.neurons}, h.options().dtype(math_type)) : at::Tensor();
+    if (grad_spikes.numel() > 0) {
+      const LifBackwardArgs<scalar_t, store_t> args{
+          grad_spikes.const_data_ptr<scalar_t>(),
+          grad_h ? grad_h->const_data_ptr<store_t>() : nullptr,
+          h.const_data_ptr<store_t>(),
+          grad_x.data_ptr<scalar_t>(),
+          tau_grad ? tau_partial.data_ptr<math_t>() : nullptr,
+          v_threshold_grad ? th_partial.data_ptr<math_t>() : nullptr,
+          layout,
+          channel_param<math_t>(tau_values, tau_value),
+          channel_param<math_t>(th_values, v_threshold_value),
+          static_cast<math_t>(v_reset.value_or(0.0)),
+          v_reset.has_value(),
+          decay_input,
+          detach_reset,
+          static_cast<math_t>(alpha)};
+      dispatch_surrogate(surrogate, [&](auto surrogate_tag) { launch(surrogate_tag, args); });
+    }
+    if (tau_grad) grad_tau = reduce_param_grad(tau_partial, tau, h, layout);
+    if (v_threshold_grad) grad_th = reduce_param_grad(th_partial, v_threshold, h, layout);
+  });
+  return {grad_x, grad_tau, grad_th};
+}
+
 }  // namespace ndsnn

@@ -350,80 +350,35 @@ void backward_cpu_kernel(const Raw<scalar_t>* grad_spikes, const Raw<store_t>* g
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> lif_forward_cpu(const at::Tensor& x_in, const std::optional<at::Tensor>& tau,
+std::tuple<at::Tensor, at::Tensor> lif_forward_cpu(const at::Tensor& x, const std::optional<at::Tensor>& tau,
                                                    const std::optional<at::Tensor>& v_threshold, double tau_value,
                                                    double v_threshold_value, std::optional<double> v_reset,
                                                    bool decay_input, bool /*detach_reset*/,
                                                    c10::string_view surrogate, double alpha,
                                                    std::optional<at::ScalarType> saved_dtype) {
-  surrogate_from_name(std::string(surrogate));
-  const LifLayout layout = lif_layout(x_in, tau, tau_value, v_threshold, alpha);
-  const at::Tensor x = x_in.contiguous();
-  const at::ScalarType store_type = saved_type(x, saved_dtype);
-  at::Tensor spikes = at::empty_like(x, at::MemoryFormat::Contiguous);
-  at::Tensor h = at::empty(x.sizes(), x.options().dtype(store_type));
-  if (x.numel() == 0) return {spikes, h};
-  dispatch_lif_types(x.scalar_type(), store_type, [&](auto input_tag, auto store_tag) {
-    using scalar_t = typename decltype(input_tag)::type;
-    using store_t = typename decltype(store_tag)::type;
-    using math_t = at::opmath_type<scalar_t>;
-    const at::ScalarType math_type = c10::CppTypeToScalarType<math_t>::value;
-    const at::Tensor tau_values = param_values(tau, math_type);
-    const at::Tensor th_values = param_values(v_threshold, math_type);
-    forward_cpu_kernel<scalar_t, store_t>(raw_ptr(x.const_data_ptr<scalar_t>()), raw_ptr(spikes.data_ptr<scalar_t>()),
-                                          raw_ptr(h.data_ptr<store_t>()),
-                                          layout, channel_param<math_t>(tau_values, tau_value),
-                                          channel_param<math_t>(th_values, v_threshold_value),
-                                          static_cast<math_t>(v_reset.value_or(0.0)), v_reset.has_value(),
-                                          decay_input);
-  });
-  return {spikes, h};
+  return lif_forward_host(x, tau, v_threshold, tau_value, v_threshold_value, v_reset, decay_input, surrogate, alpha,
+                          saved_dtype, [](const auto& a) {
+                            using Args = std::decay_t<decltype(a)>;
+                            forward_cpu_kernel<typename Args::scalar, typename Args::store>(
+                                raw_ptr(a.x), raw_ptr(a.spikes), raw_ptr(a.h), a.layout, a.tau, a.v_threshold,
+                                a.v_reset, a.hard_reset, a.decay_input);
+                          });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_backward_cpu(
-    const at::Tensor& grad_spikes_in, const std::optional<at::Tensor>& grad_h_in, const at::Tensor& h_in,
+    const at::Tensor& grad_spikes, const std::optional<at::Tensor>& grad_h, const at::Tensor& h,
     const std::optional<at::Tensor>& tau, const std::optional<at::Tensor>& v_threshold, double tau_value,
     double v_threshold_value, std::optional<double> v_reset, bool decay_input, bool detach_reset,
     c10::string_view surrogate, double alpha, bool tau_grad, bool v_threshold_grad) {
-  const LifLayout layout = check_backward_args(grad_spikes_in, grad_h_in, h_in, tau, tau_value, v_threshold, alpha);
-  TORCH_CHECK(!tau_grad || tau.has_value(), "ndsnn.lif_backward: tau_grad needs tau as a tensor");
-  TORCH_CHECK(!v_threshold_grad || v_threshold.has_value(),
-              "ndsnn.lif_backward: v_threshold_grad needs v_threshold as a tensor");
-  const at::Tensor grad_spikes = grad_spikes_in.contiguous();
-  const at::Tensor h = h_in.contiguous();
-  std::optional<at::Tensor> grad_h;
-  if (grad_h_in.has_value()) grad_h = grad_h_in->contiguous();
-  at::Tensor grad_x = at::empty_like(grad_spikes, at::MemoryFormat::Contiguous);
-  at::Tensor grad_tau = at::empty({0}, h.options());
-  at::Tensor grad_th = at::empty({0}, h.options());
-  dispatch_lif_types(grad_spikes.scalar_type(), h.scalar_type(), [&](auto input_tag, auto store_tag) {
-    using scalar_t = typename decltype(input_tag)::type;
-    using store_t = typename decltype(store_tag)::type;
-    using math_t = at::opmath_type<scalar_t>;
-    const at::ScalarType math_type = c10::CppTypeToScalarType<math_t>::value;
-    const at::Tensor tau_values = param_values(tau, math_type);
-    const at::Tensor th_values = param_values(v_threshold, math_type);
-    at::Tensor tau_partial = tau_grad ? at::empty({layout.neurons}, h.options().dtype(math_type)) : at::Tensor();
-    at::Tensor th_partial =
-        v_threshold_grad ? at::empty({layout.neurons}, h.options().dtype(math_type)) : at::Tensor();
-    if (grad_spikes.numel() > 0) {
-      dispatch_surrogate(surrogate, [&](auto surrogate_tag) {
-        backward_cpu_kernel<decltype(surrogate_tag)::value, scalar_t, store_t>(
-            raw_ptr(grad_spikes.const_data_ptr<scalar_t>()),
-            grad_h ? raw_ptr(grad_h->const_data_ptr<store_t>()) : nullptr, raw_ptr(h.const_data_ptr<store_t>()),
-            raw_ptr(grad_x.data_ptr<scalar_t>()), tau_grad ? tau_partial.data_ptr<math_t>() : nullptr,
-            v_threshold_grad ? th_partial.data_ptr<math_t>() : nullptr, layout,
-            channel_param<math_t>(tau_values, tau_value), channel_param<math_t>(th_values, v_threshold_value),
-            static_cast<math_t>(v_reset.value_or(0.0)), v_reset.has_value(), decay_input, detach_reset,
-            static_cast<math_t>(alpha));
+  return lif_backward_host(
+      grad_spikes, grad_h, h, tau, v_threshold, tau_value, v_threshold_value, v_reset, decay_input, detach_reset,
+      surrogate, alpha, tau_grad, v_threshold_grad, [](auto surrogate_tag, const auto& a) {
+        using Args = std::decay_t<decltype(a)>;
+        backward_cpu_kernel<decltype(surrogate_tag)::value, typename Args::scalar, typename Args::store>(
+            raw_ptr(a.grad_spikes), raw_ptr(a.grad_h), raw_ptr(a.h), raw_ptr(a.grad_x), a.grad_tau,
+            a.grad_v_threshold, a.layout, a.tau, a.v_threshold, a.v_reset, a.hard_reset, a.decay_input,
+            a.detach_reset, a.alpha);
       });
-    } else {
-      surrogate_from_name(std::string(surrogate));
-    }
-    if (tau_grad) grad_tau = reduce_param_grad(tau_partial, tau, h, layout);
-    if (v_threshold_grad) grad_th = reduce_param_grad(th_partial, v_threshold, h, layout);
-  });
-  return {grad_x, grad_tau, grad_th};
 }
 
 }  // namespace

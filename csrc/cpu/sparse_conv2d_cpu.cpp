@@ -324,8 +324,7 @@ at::Tensor sparse_conv2d_grad_weight_cpu(const at::Tensor& grad_out_in, const at
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor x = x_in.contiguous();
   const at::Tensor flat = out_flat.contiguous();
-  at::Tensor grad_weight = at::zeros(weight_size, x.options());
-  if (flat.numel() == 0 || grad_out.numel() == 0) return grad_weight;
+  if (flat.numel() == 0 || grad_out.numel() == 0) return at::zeros(weight_size, x.options());
   if (use_batch_inner(g)) {
     const at::ScalarType math_type = at::toOpMathType(x.scalar_type());
     const at::Tensor go_t = to_batch_inner(grad_out, math_type);
@@ -337,6 +336,7 @@ at::Tensor sparse_conv2d_grad_weight_cpu(const at::Tensor& grad_out_in, const at
     });
     return gw.to(x.scalar_type());
   }
+  at::Tensor grad_weight = at::zeros(weight_size, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "sparse_conv2d_grad_weight_cpu", [&] {
     grad_weight_kernel<scalar_t>(grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                                  flat.const_data_ptr<int64_t>(), flat.numel(), grad_weight.data_ptr<scalar_t>(), g);
