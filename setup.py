@@ -78,7 +78,9 @@ def extension_build() -> tuple[list, dict]:
         "cuda_arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST", "(visible GPUs)") if with_cuda else None,
     }
     (ROOT / "ndsnn" / "_build_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    module = extension_class("ndsnn._C", sources, include_dirs=[str(csrc)], extra_compile_args=extra)
+    module = extension_class(
+        "ndsnn._C", sources, include_dirs=[str(csrc)], extra_compile_args=extra, extra_link_args=list(ext.LINK_FLAGS)
+    )
     return [module], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
 
 
@@ -86,5 +88,5 @@ ext_modules, cmdclass = extension_build()
 setup(
     ext_modules=ext_modules,
     cmdclass={"build_py": BuildPyWithSources, **cmdclass},
-    package_data={"ndsnn": ["_build_info.json"]},
+    package_data={"ndsnn": ["_build_info.json", "ops/sparse_crossover.json"]},
 )

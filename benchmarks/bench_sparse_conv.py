@@ -1,15 +1,23 @@
-"""Masked sparse convolution: ndsnn's compiled sparse kernel vs the dense convolution on weight * mask.
+"""Masked sparse convolution: ndsnn's compiled sparse kernel and its dispatcher ("auto") vs the dense
+convolution on weight * mask (mkldnn on CPU, cuDNN on CUDA), measured side by side in one run.
 
-First version: one layer shape (default 256->256, 3x3, 8x8, N=64, spike input at 10% rate), forward and
-forward+backward at several sparsities, ratios measured side by side, and the crossover density (the
-densest mask at which the sparse kernel is not slower). Writes benchmarks/results/sparse_conv_<device>.json.
+Default: one layer (256->256, 3x3, 8x8, batch 64, spike input at 10% rate), the shape the CPU target is
+stated for. --suite: every conv layer shape of VGG-16 and ResNet-19 at 32x32 (benchmarks/conv_layers.py),
+spike and real inputs. Sparsities run from the sparsest down; once the sparse kernel is more than
+--give-up times slower than dense, denser masks are timed for dense and auto only. Backward time is
+(forward + backward) - forward, each a median of interleaved runs. Per layer and input kind the crossover is
+the densest mask up to which the sparse kernel is never slower (forward + backward); --write-crossover
+stores them as the package's dispatcher table (ndsnn/ops/sparse_crossover.json) for this device kind.
 
-    python benchmarks/bench_sparse_conv.py
+    python benchmarks/bench_sparse_conv.py                       # the headline layer, CPU
+    python benchmarks/bench_sparse_conv.py --suite --write-crossover
+    python benchmarks/bench_sparse_conv.py --suite --device cuda --batch 512 --write-crossover
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -17,90 +25,183 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, interleaved_medians, write_results  # noqa: E402
+from conv_layers import LAYERS, ConvLayer  # noqa: E402
 
 import ndsnn  # noqa: E402
+from ndsnn.ops import crossover  # noqa: E402
 
-SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
+SPARSITIES = (0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.5, 0.0)
+HEADLINE = ConvLayer("headline", "256x256-8x8", 256, 256, 3, 1, 1, 8, 1)
+IMPLEMENTATIONS = ("dense", "sparse", "auto")
+# name -> (dtype, TF32 allowed); CUDA reports TF32 on (cuDNN's default) and off, and bf16.
+PRECISIONS = {"fp32-tf32": (torch.float32, True), "fp32": (torch.float32, False), "bf16": (torch.bfloat16, False)}
 
 
-def _step_factory(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor):
-    """run(implementation, backward) -> a callable doing one forward (and backward) step."""
-    x_leaf, w_leaf = x.clone().requires_grad_(), weight.clone().requires_grad_()
+def _inputs(layer: ConvLayer, batch: int, spike_rate: float, dtype, device) -> torch.Tensor:
+    shape = (batch, layer.in_channels, layer.size, layer.size)
+    x = (torch.rand(shape, device=device) < spike_rate).to(dtype) if spike_rate else torch.randn(shape, device=device)
+    return x.to(dtype)
 
-    def run(implementation: str, backward: bool):
+
+def _steps(layer: ConvLayer, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, backward: bool):
+    """One callable per implementation doing a forward (and backward) pass of the layer."""
+    x_leaf, w_leaf = x.clone().requires_grad_(backward), weight.clone().requires_grad_(backward)
+
+    def make(implementation: str):
         def step() -> None:
-            out = ndsnn.ops.sparse_conv2d(x_leaf, w_leaf, mask, None, 1, 1, implementation=implementation)
+            out = ndsnn.ops.sparse_conv2d(
+                x_leaf, w_leaf, mask, None, layer.stride, layer.padding, implementation=implementation
+            )
             if backward:
-                out.sum().backward()
+                out.backward(torch.ones_like(out))
 
         return step
 
-    return run
+    return make
+
+
+def measure_layer(layer, batch, spike_rate, precision, device, args) -> list[dict]:
+    dtype, tf32 = PRECISIONS[precision]
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.manual_seed(0)
+    x = _inputs(layer, batch, spike_rate, dtype, device)
+    weight = torch.randn(layer.out_channels, layer.in_channels, layer.kernel, layer.kernel, device=device).to(dtype)
+    rows, sparse_hopeless = [], False
+    for sparsity in args.sparsities:
+        mask = torch.rand(weight.shape, device=device) >= sparsity
+        names = ("dense", "auto") if sparse_hopeless else IMPLEMENTATIONS
+        timings = {}
+        for phase, backward in (("fwd", False), ("fwd_bwd", True)):
+            make = _steps(layer, x, weight, mask, backward)
+            with torch.set_grad_enabled(backward):
+                medians = interleaved_medians({n: make(n) for n in names}, device, args.min_run_time, 3)
+            timings[phase] = {n: t * 1e3 for n, t in medians.items()}
+        timings["bwd"] = {n: timings["fwd_bwd"][n] - timings["fwd"][n] for n in names}
+        row = {
+            "layer": layer.key,
+            "input": "spikes" if spike_rate else "real",
+            "precision": precision,
+            "sparsity": sparsity,
+            "density": mask.float().mean().item(),
+            "ms": timings,
+            "speedup": {
+                phase: {n: timings[phase]["dense"] / timings[phase][n] for n in names if n != "dense"}
+                for phase in timings
+            },
+        }
+        rows.append(row)
+        sparse_ratio = row["speedup"]["fwd_bwd"].get("sparse")
+        ms = timings["fwd_bwd"]
+        sparse_text = f"{ms['sparse']:8.2f} ms ({sparse_ratio:5.2f}x)" if sparse_ratio else "   (skipped)     "
+        print(
+            f"{layer.key:28s} {row['input']:6s} {precision:9s} sparsity {sparsity:5.3f}: fwd+bwd dense "
+            f"{ms['dense']:8.2f} ms | sparse {sparse_text} | auto {ms['auto']:8.2f} ms "
+            f"({row['speedup']['fwd_bwd']['auto']:5.2f}x)",
+            flush=True,
+        )
+        if sparse_ratio is not None and sparse_ratio < 1.0 / args.give_up:
+            sparse_hopeless = True
+    return rows
+
+
+def crossover_density(rows: list[dict]) -> float:
+    """The densest mask up to which (from the sparsest) the sparse kernel is never slower, fwd + bwd."""
+    best = 0.0
+    for row in sorted(rows, key=lambda r: r["density"]):
+        ratio = row["speedup"]["fwd_bwd"].get("sparse")
+        if ratio is None or ratio < 1.0:
+            break
+        best = row["density"]
+    return best
+
+
+def write_crossover(records: list[dict], device: torch.device) -> Path:
+    path = crossover.TABLE_FILE
+    payload = json.loads(path.read_text()) if path.exists() else {"format": crossover.TABLE_FORMAT, "devices": {}}
+    payload["devices"][device.type] = records
+    devices = ",\n".join(
+        f"  {json.dumps(name)}: [\n" + ",\n".join(f"   {json.dumps(r)}" for r in rows) + "\n  ]"
+        for name, rows in payload["devices"].items()
+    )
+    path.write_text(f'{{\n "format": {payload["format"]},\n "devices": {{\n{devices}\n }}\n}}\n')
+    crossover.clear_cache()
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--channels", type=int, nargs=2, default=[256, 256], metavar=("C_IN", "C_OUT"))
-    parser.add_argument("--size", type=int, default=8, help="input height = width")
-    parser.add_argument("--spike-rate", type=float, default=0.1, help="fraction of ones; 0 for real inputs")
+    parser.add_argument("--suite", action="store_true", help="every VGG-16 / ResNet-19 conv layer shape")
+    parser.add_argument("--layers", nargs="+", help="only these layer keys (e.g. vgg16/conv4)")
+    parser.add_argument("--batch", type=int, help="N * T (default: 64 headline; suite 8 CPU, 512 CUDA)")
+    parser.add_argument("--spike-rate", type=float, default=0.1, help="fraction of ones in spike inputs")
+    parser.add_argument("--inputs", nargs="+", default=None, choices=["spikes", "real"])
+    parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), help="default fp32 (CPU), all (CUDA)")
     parser.add_argument("--sparsities", type=float, nargs="+", default=list(SPARSITIES))
-    parser.add_argument("--min-run-time", type=float, default=0.5)
+    parser.add_argument("--give-up", type=float, default=3.0, help="stop timing sparse once this many times slower")
+    parser.add_argument("--min-run-time", type=float, default=0.3)
+    parser.add_argument("--write-crossover", action="store_true", help="store the crossovers for the dispatcher")
+    parser.add_argument("--output", help="results file name (default by mode and device)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    c_in, c_out = args.channels
-    shape = (args.batch, c_in, args.size, args.size)
-    x = (torch.rand(shape, device=device) < args.spike_rate).float() if args.spike_rate else torch.randn(shape)
-    weight = torch.randn(c_out, c_in, 3, 3, device=device)
-    rows = []
-    print(f"device={device} x={list(shape)} weight={list(weight.shape)} spike_rate={args.spike_rate}")
-    for sparsity in args.sparsities:
-        mask = torch.rand(weight.shape, device=device) >= sparsity
-        run = _step_factory(x, weight, mask)
-        with torch.no_grad():
-            fwd = interleaved_medians(
-                {"dense": run("dense", False), "sparse": run("sparse", False)}, device, args.min_run_time, 3
-            )
-        fwd_bwd = interleaved_medians(
-            {"dense": run("dense", True), "sparse": run("sparse", True)}, device, args.min_run_time, 3
-        )
-        row = {
-            "sparsity": sparsity,
-            "density": mask.float().mean().item(),
-            "fwd_ms": {k: v * 1e3 for k, v in fwd.items()},
-            "fwd_bwd_ms": {k: v * 1e3 for k, v in fwd_bwd.items()},
-            "fwd_speedup": fwd["dense"] / fwd["sparse"],
-            "fwd_bwd_speedup": fwd_bwd["dense"] / fwd_bwd["sparse"],
-        }
-        rows.append(row)
-        print(f"sparsity {sparsity:6.3f}: fwd dense {row['fwd_ms']['dense']:8.2f} ms sparse "
-              f"{row['fwd_ms']['sparse']:8.2f} ms ({row['fwd_speedup']:.2f}x) | fwd+bwd dense "
-              f"{row['fwd_bwd_ms']['dense']:8.2f} ms sparse {row['fwd_bwd_ms']['sparse']:8.2f} ms "
-              f"({row['fwd_bwd_speedup']:.2f}x)")  # fmt: skip
-    not_slower = [r["density"] for r in rows if r["fwd_bwd_speedup"] >= 1.0]
-    crossover = max(not_slower) if not_slower else None
-    print(f"crossover density (fwd+bwd, sparse not slower): {crossover}")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    args.sparsities = sorted(args.sparsities, reverse=True)
+    layers = LAYERS if args.suite else [HEADLINE]
+    if args.layers:
+        layers = [layer for layer in layers if layer.key in args.layers]
+    batch = args.batch or (64 if not args.suite else 512 if device.type == "cuda" else 8)
+    inputs = args.inputs or (["spikes", "real"] if args.suite else ["spikes"])
+    precisions = args.precisions or (list(PRECISIONS) if device.type == "cuda" else ["fp32"])
+    if device.type == "cpu" and "fp32-tf32" in precisions:
+        precisions.remove("fp32-tf32")  # TF32 is a CUDA mode
+    print(f"device={device} batch={batch} inputs={inputs} precisions={precisions} threads={torch.get_num_threads()}")
+
+    rows, records = [], []
+    for layer in layers:
+        for kind in inputs:
+            for precision in precisions:
+                layer_rows = measure_layer(layer, batch, args.spike_rate if kind == "spikes" else 0.0, precision,
+                                           device, args)  # fmt: skip
+                rows += layer_rows
+                density = crossover_density(layer_rows)
+                print(f"  crossover density {layer.key} {kind} {precision}: {density:.4f}")
+                if precision == precisions[0]:
+                    records.append(dict(
+                        in_channels=layer.in_channels, out_channels=layer.out_channels, kernel=layer.kernel,
+                        stride=layer.stride, size=layer.size, batch=batch, spike_input=kind == "spikes",
+                        max_density=density,
+                    ))  # fmt: skip
+
+    never_below = min((r["speedup"]["fwd_bwd"]["auto"] for r in rows), default=None)
+    print(f"lowest auto / dense ratio (fwd+bwd) over every row: {never_below}")
     settings = {
-        "x": list(shape),
-        "weight": list(weight.shape),
-        "stride": 1,
-        "padding": 1,
+        "layers": [layer.__dict__ for layer in layers],
+        "batch": batch,
         "spike_rate": args.spike_rate,
-        "dtype": "float32",
+        "inputs": inputs,
+        "precisions": precisions,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "dense": "F.conv2d on weight * mask (mkldnn on CPU, cuDNN on CUDA)",
+        "auto": "ndsnn.ops.sparse_conv2d(implementation='auto') with the crossover table installed at run time",
+        "bwd": "median(fwd+bwd) - median(fwd)",
         "min_run_time_s": args.min_run_time,
+        "give_up": args.give_up,
     }
     payload = {
         "benchmark": "bench_sparse_conv",
         "environment": environment(device),
         "settings": settings,
         "results": rows,
-        "crossover_density_fwd_bwd": crossover,
+        "crossover": records,
+        "lowest_auto_speedup_fwd_bwd": never_below,
     }
-    print(f"wrote {write_results(f'sparse_conv_{device.type}.json', payload)}")
+    name = args.output or f"sparse_conv_{'suite_' if args.suite else ''}{device.type}.json"
+    print(f"wrote {write_results(name, payload)}")
+    if args.write_crossover:
+        print(f"wrote {write_crossover(records, device)}")
     return 0
 
 

@@ -89,14 +89,20 @@ def _synchronize(device: torch.device) -> None:
 def interleaved_medians(
     fns: dict[str, Callable[[], object]], device: torch.device, min_run_time: float, min_rounds: int = 5
 ) -> dict[str, float]:
-    """Median seconds per call of each fn, timed in turns (A B C A B C ...) so that drift in the machine's
-    speed affects all of them alike; runs until every fn had min_run_time in total and min_rounds calls."""
+    """Median seconds per call of each fn, timed in turns (A B C, B C A, C A B, ...) so that drift in the
+    machine's speed, and what the previous call left in the caches, affect all of them alike; runs until every
+    fn had min_run_time in total and min_rounds calls."""
     for fn in fns.values():  # warm-up: caches, autotuning, lazy initialisation
         fn()
     _synchronize(device)
+    names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    turn = 0
     while min(len(v) for v in samples.values()) < min_rounds or min(sum(v) for v in samples.values()) < min_run_time:
-        for name, fn in fns.items():
+        order = names[turn % len(names) :] + names[: turn % len(names)]
+        turn += 1
+        for name in order:
+            fn = fns[name]
             start = time.perf_counter()
             fn()
             _synchronize(device)

@@ -53,6 +53,7 @@ TORCH_LIBRARY(ndsnn, m) {
       "int[2] stride, int[2] padding, int[2] dilation, int groups) -> Tensor");
   // Weight gradient at the kept positions (zero elsewhere), in weight's shape.
   m.def(
-      "sparse_conv2d_grad_weight(Tensor grad_out, Tensor x, Tensor out_flat, int[] weight_size, int[2] stride, "
+      "sparse_conv2d_grad_weight(Tensor grad_out, Tensor x, Tensor out_flat, Tensor in_ptr, Tensor in_flat, "
+      "int[] weight_size, int[2] stride, "
       "int[2] padding, int[2] dilation, int groups) -> Tensor");
 }

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include <ATen/ATen.h>
+#include <c10/macros/Macros.h>
 
 namespace ndsnn {
 
@@ -20,9 +21,9 @@ struct ConvGeometry {
   int64_t in_per_group, kernel_h, kernel_w, groups;
   int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
 
-  int64_t out_per_group() const { return out_channels / groups; }
-  int64_t taps_per_output() const { return in_per_group * kernel_h * kernel_w; }
-  KeptTap decode(int64_t flat) const {
+  C10_HOST_DEVICE int64_t out_per_group() const { return out_channels / groups; }
+  C10_HOST_DEVICE int64_t taps_per_output() const { return in_per_group * kernel_h * kernel_w; }
+  C10_HOST_DEVICE KeptTap decode(int64_t flat) const {
     const int64_t tap = flat % taps_per_output();
     const int64_t spatial = tap % (kernel_h * kernel_w);
     return {tap / (kernel_h * kernel_w), spatial / kernel_w, spatial % kernel_w};
@@ -90,19 +91,19 @@ inline ConvGeometry conv_geometry(const at::Tensor& x, const at::Tensor& weight,
 }
 
 // The kept-weight index: ptr [channels + 1] int64 offsets into flat [kept] int64 flat weight indices.
-inline void check_index(const at::Tensor& ptr, const at::Tensor& flat, int64_t channels, const at::Tensor& weight,
-                        const char* side) {
+inline void check_index(const at::Tensor& ptr, const at::Tensor& flat, int64_t channels, at::Device device,
+                        int64_t weight_numel, const char* side) {
   TORCH_CHECK(ptr.scalar_type() == at::kLong && flat.scalar_type() == at::kLong && ptr.dim() == 1 &&
                   flat.dim() == 1 && ptr.is_contiguous() && flat.is_contiguous(),
               "ndsnn.sparse_conv2d: ", side, "_ptr / ", side, "_flat must be contiguous 1-d int64 tensors");
   TORCH_CHECK(ptr.numel() == channels + 1, "ndsnn.sparse_conv2d: ", side, "_ptr must have ", channels + 1,
               " entries, got ", ptr.numel());
-  TORCH_CHECK(ptr.device() == weight.device() && flat.device() == weight.device(),
+  TORCH_CHECK(ptr.device() == device && flat.device() == device,
               "ndsnn.sparse_conv2d: the kept-weight index must be on weight's device");
   if (ptr.device().is_cpu() && flat.numel() > 0) {  // on CUDA these reads would synchronise
     TORCH_CHECK(ptr[channels].item<int64_t>() == flat.numel() && flat.min().item<int64_t>() >= 0 &&
-                    flat.max().item<int64_t>() < weight.numel(),
-                "ndsnn.sparse_conv2d: the kept-weight index does not match weight of shape ", weight.sizes());
+                    flat.max().item<int64_t>() < weight_numel,
+                "ndsnn.sparse_conv2d: the kept-weight index does not match weight (", weight_numel, " elements)");
   }
 }
 

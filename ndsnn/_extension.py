@@ -25,8 +25,12 @@ import torch
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CPU_SOURCES = ("ndsnn.cpp", "cpu/lif_cpu.cpp", "cpu/sparse_conv2d_cpu.cpp")
-CUDA_SOURCES = ("cuda/lif_cuda.cu",)
-CXX_FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math")
+CUDA_SOURCES = ("cuda/lif_cuda.cu", "cuda/sparse_conv2d_cuda.cu")
+# -fopenmp: torch's Linux builds run at::parallel_for with OpenMP, inlined from its headers into our kernels;
+# without the flag the pragma is ignored and every CPU kernel runs on one thread.
+OPENMP_FLAGS = ("-fopenmp",) if sys.platform.startswith("linux") else ()
+CXX_FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", *OPENMP_FLAGS)
+LINK_FLAGS = OPENMP_FLAGS
 NVCC_FLAGS = ("-O3",)
 OPS = (
     "lif_forward",
@@ -151,6 +155,7 @@ def _try_jit(status: KernelStatus) -> bool:
             name=name,
             sources=sources,
             extra_cflags=[*CXX_FLAGS, *defines],
+            extra_ldflags=list(LINK_FLAGS),
             extra_cuda_cflags=[*NVCC_FLAGS, *defines],
             extra_include_paths=[str(csrc)],
             build_directory=str(build_dir),

@@ -21,6 +21,8 @@ GEOMETRIES = [
     (6, 6, 3, 2, 1, 2, 6),  # depthwise, strided, dilated
     (2, 3, 3, 1, 2, 1, 1),
     (5, 4, 5, 2, 2, 2, 1),
+    (3, 4, 3, 1, 2, 2, 1),  # stride 1, dilated: the event-driven and shifted-plane CPU paths
+    (4, 3, 2, 1, 0, 1, 1),  # even kernel
 ]
 SPARSITIES = [0.0, 0.5, 0.9, 0.99, 1.0]
 
@@ -30,9 +32,13 @@ def _compiled(device: torch.device) -> bool:
 
 
 def _case(geometry, sparsity, device, dtype=torch.float32, batch=2, size=(9, 7), binary=False, seed=0):
+    """binary: spikes at a 15% rate; "sparse-real": real values at 20% of the positions; else dense normal."""
     c_in, c_out, k, stride, padding, dilation, groups = geometry
     g = torch.Generator().manual_seed(seed)
-    if binary:
+    if binary == "sparse-real":
+        x = torch.randn(batch, c_in, *size, generator=g) * (torch.rand(batch, c_in, *size, generator=g) < 0.2)
+        x = x.to(dtype)
+    elif binary:
         x = (torch.rand(batch, c_in, *size, generator=g) < 0.15).to(dtype)
     else:
         x = torch.randn(batch, c_in, *size, generator=g).to(dtype)
@@ -60,7 +66,7 @@ def _both(x, weight, mask, bias, conv, **kwargs):
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 @pytest.mark.parametrize("sparsity", SPARSITIES)
-@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("binary", [False, True, "sparse-real"])
 @pytest.mark.parametrize("batch", [2, 12])  # 12 >= every output row here: the batch-innermost CPU path
 def test_matches_masked_dense_conv(device, geometry, sparsity, binary, batch):
     (x, weight, mask, bias), conv = _case(geometry, sparsity, device, binary=binary, batch=batch)
@@ -82,8 +88,10 @@ def test_odd_sizes_and_batch_one(device, size, batch):
 
 
 @pytest.mark.parametrize("batch", [2, 12])
-def test_bfloat16(device, batch):
-    (x, weight, mask, bias), conv = _case(GEOMETRIES[0], 0.8, device, dtype=torch.bfloat16, batch=batch)
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[1]])
+def test_bfloat16(device, batch, binary, geometry):
+    (x, weight, mask, bias), conv = _case(geometry, 0.8, device, dtype=torch.bfloat16, batch=batch, binary=binary)
     (out, grads), (want, want_grads) = _both(x, weight, mask, bias, conv)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), want.float(), rtol=2e-2, atol=5e-2)

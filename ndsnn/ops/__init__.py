@@ -3,6 +3,7 @@
 from .lif import lif
 from .lif_reference import lif_reference
 from .sparse_conv2d import sparse_conv2d, sparse_conv2d_reference
+from .sparse_linear import sparse_linear, sparse_linear_reference
 from .surrogate import DEFAULT_ALPHA, SURROGATES, spike, surrogate_grad
 
 __all__ = [
@@ -12,6 +13,8 @@ __all__ = [
     "lif_reference",
     "sparse_conv2d",
     "sparse_conv2d_reference",
+    "sparse_linear",
+    "sparse_linear_reference",
     "spike",
     "surrogate_grad",
 ]

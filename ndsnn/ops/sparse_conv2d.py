@@ -9,7 +9,6 @@ gradient of pruned weights too.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
 from .. import _extension
+from .crossover import max_sparse_density
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,9 @@ class KeptIndex:
 
 
 def build_kept_index(mask: torch.Tensor, groups: int) -> KeptIndex:
-    """The index of a bool mask [C_out, C_in / groups, KH, KW]; O(mask size), done once per mask version."""
-    out_channels, in_per_group, kh, kw = mask.shape
+    """The index of a bool mask [C_out, C_in / groups, KH, KW] (or [out, in] of a linear layer, read as 1x1);
+    O(mask size), done once per mask version."""
+    out_channels, in_per_group, kh, kw = mask.shape if mask.dim() == 4 else (*mask.shape, 1, 1)
     taps = in_per_group * kh * kw
     out_flat = mask.reshape(-1).nonzero().reshape(-1)
     per_output = torch.bincount(out_flat // taps, minlength=out_channels)
@@ -94,17 +95,23 @@ def _check_args(x, weight, mask, bias, groups) -> None:
         raise ValueError(f"bias must be a [{weight.shape[0]}] tensor of dtype {x.dtype}, got {tuple(bias.shape)}")
 
 
-# Densest mask for which the compiled sparse kernel is not slower than the dense convolution, per device
-# type, as measured by benchmarks/bench_sparse_conv.py (benchmarks/results/sparse_conv_cpu.json: 256->256
-# channels, 3x3, 8x8, N=64, 2 threads: fwd+bwd 1.12x faster than mkldnn at 5% density, 0.42x at 10%).
-# One layer shape so far; NDSNN_SPARSE_CONV_MAX_DENSITY overrides it.
-SPARSE_MAX_DENSITY = {"cpu": 0.05}
 IMPLEMENTATIONS = ("auto", "sparse", "dense")
+# Inputs with at most this fraction of nonzeros count as spikes (the CPU kernel's event-driven path).
+SPIKE_INPUT_MAX_DENSITY = 0.3
 
 
-def max_sparse_density(device: torch.device) -> float:
-    override = os.environ.get("NDSNN_SPARSE_CONV_MAX_DENSITY")
-    return float(override) if override else SPARSE_MAX_DENSITY.get(device.type, 0.0)
+def _choose_sparse(x, weight, density, stride, spike_input) -> bool:
+    """auto: the sparse kernel when the mask is no denser than the measured crossover for this layer."""
+    if spike_input is not None:
+        return density <= max_sparse_density(x.device, x.shape, weight.shape, stride, spike_input)
+    as_spikes = max_sparse_density(x.device, x.shape, weight.shape, stride, True)
+    as_real = max_sparse_density(x.device, x.shape, weight.shape, stride, False)
+    if density <= min(as_spikes, as_real):
+        return True
+    if density > max(as_spikes, as_real):
+        return False
+    looks_like_spikes = torch.count_nonzero(x).item() <= SPIKE_INPUT_MAX_DENSITY * x.numel()
+    return density <= (as_spikes if looks_like_spikes else as_real)
 
 
 def sparse_conv2d(
@@ -119,27 +126,49 @@ def sparse_conv2d(
     *,
     dense_weight_grad: bool = False,
     implementation: str = "auto",
+    spike_input: bool | None = None,
+    index_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """F.conv2d(x, weight * mask, bias, stride, padding, dilation, groups), skipping pruned weights.
 
     The weight gradient is zero at pruned positions unless dense_weight_grad (what a grow step needs).
     implementation: "sparse" (the compiled kernel), "dense" (cuDNN / mkldnn on weight * mask), or "auto":
-    sparse when the mask's density is at most max_sparse_density(device).
+    sparse when the mask is no denser than the crossover measured for this device kind and layer shape
+    (ndsnn.ops.crossover). spike_input says whether x is mostly zeros (spikes) or real-valued, which moves
+    the crossover; None: looked up from x when it matters. index_mask: the tensor the kept-weight index is
+    cached on, when mask is a view made per call (sparse_linear's 1x1 view of its 2-D mask).
     """
     _check_args(x, weight, mask, bias, groups)
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}; got {implementation!r}")
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    use_sparse = implementation != "dense" and _extension.use_kernel("sparse_conv2d_forward", x.device)
-    index = kept_index(mask, groups) if use_sparse else None
-    if use_sparse and implementation == "auto":
-        use_sparse = index.kept <= max_sparse_density(x.device) * mask.numel()
-    if not use_sparse:
+    index = plan_sparse(x, weight, mask, stride, groups, implementation, spike_input, index_mask)
+    if index is None:
         return F.conv2d(x, _masked_weight(weight, mask, dense_weight_grad), bias, stride, padding, dilation, groups)
     return torch.ops.ndsnn.sparse_conv2d_forward(
         x, weight, bias, index.out_ptr, index.out_flat, index.in_ptr, index.in_flat,
         list(stride), list(padding), list(dilation), groups, dense_weight_grad,
     )  # fmt: skip
+
+
+def plan_sparse(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    stride: tuple[int, int],
+    groups: int,
+    implementation: str,
+    spike_input: bool | None,
+    index_mask: torch.Tensor | None = None,
+) -> KeptIndex | None:
+    """The kept-weight index when the compiled sparse kernel should run, None for the dense path."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}; got {implementation!r}")
+    if implementation == "dense" or not _extension.use_kernel("sparse_conv2d_forward", x.device):
+        return None
+    index = kept_index(mask if index_mask is None else index_mask, groups)
+    density = index.kept / max(1, mask.numel())
+    if implementation == "auto" and not _choose_sparse(x, weight, density, stride, spike_input):
+        return None
+    return index
 
 
 def _masked_weight(weight: torch.Tensor, mask: torch.Tensor, dense_weight_grad: bool) -> torch.Tensor:
@@ -165,7 +194,7 @@ def _register() -> None:
         return grad_out.new_empty(input_size)
 
     @torch.library.register_fake("ndsnn::sparse_conv2d_grad_weight")
-    def _grad_weight_fake(grad_out, x, out_flat, weight_size, stride, padding, dilation, groups):
+    def _grad_weight_fake(grad_out, x, out_flat, in_ptr, in_flat, weight_size, stride, padding, dilation, groups):
         return x.new_empty(weight_size)
 
     def setup_context(ctx, inputs, output):
@@ -188,7 +217,7 @@ def _register() -> None:
             grad_weight = torch.nn.grad.conv2d_weight(x, weight.shape, grad_out, stride, padding, dilation, groups)
         elif needs[1]:
             grad_weight = torch.ops.ndsnn.sparse_conv2d_grad_weight(
-                grad_out, x, out_flat, list(weight.shape), stride, padding, dilation, groups
+                grad_out, x, out_flat, in_ptr, in_flat, list(weight.shape), stride, padding, dilation, groups
             )
         if needs[2]:
             grad_bias = grad_out.sum((0, 2, 3))

@@ -1,0 +1,117 @@
+"""ndsnn.ops.sparse_linear against F.linear(x, weight * mask): values and gradients, shapes, dtypes, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ndsnn import _extension
+from ndsnn.ops import sparse_linear
+from ndsnn.ops.sparse_conv2d import build_kept_index
+
+
+def _compiled(device: torch.device) -> bool:
+    return _extension.has_kernel("sparse_conv2d_forward", device.type)
+
+
+def _case(shape, in_features, out_features, sparsity, device, dtype=torch.float32, binary=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    full = (*shape, in_features)
+    x = (torch.rand(full, generator=g) < 0.15).float() if binary else torch.randn(full, generator=g)
+    weight = torch.randn(out_features, in_features, generator=g)
+    mask = torch.rand(weight.shape, generator=g) >= sparsity
+    bias = torch.randn(out_features, generator=g)
+    tensors = (x, weight, mask, bias)
+    return [t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device) for t in tensors]
+
+
+def _grads(fn, x, weight, bias):
+    leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+    out = fn(*leaves)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
+    return out, torch.autograd.grad(out, leaves, grad)
+
+
+@pytest.mark.parametrize("shape", [(1,), (3,), (12,), (4, 5), ()])
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.99, 1.0])
+@pytest.mark.parametrize("binary", [False, True])
+def test_matches_masked_dense_linear(device, shape, sparsity, binary):
+    x, weight, mask, bias = _case(shape, 37, 11, sparsity, device, binary=binary)
+    out, grads = _grads(lambda a, w, b: sparse_linear(a, w, mask, b, implementation="sparse"), x, weight, bias)
+    want, want_grads = _grads(lambda a, w, b: F.linear(a, w * mask, b), x, weight, bias)
+    assert out.shape == want.shape
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert torch.count_nonzero(grads[1][~mask]) == 0
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_bfloat16(device, binary):
+    x, weight, mask, bias = _case((16,), 40, 9, 0.8, device, dtype=torch.bfloat16, binary=binary)
+    out, grads = _grads(lambda a, w, b: sparse_linear(a, w, mask, b, implementation="sparse"), x, weight, bias)
+    want, want_grads = _grads(lambda a, w, b: F.linear(a.float(), (w * mask).float(), b.float()), x, weight, bias)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), want, rtol=2e-2, atol=5e-2)
+    for got, expected in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(got.float(), expected.float(), rtol=2e-2, atol=1e-1)
+
+
+@pytest.mark.parametrize("implementation", ["sparse", "dense"])
+def test_dense_weight_grad(device, implementation):
+    x, weight, mask, bias = _case((6,), 20, 7, 0.9, device)
+    w = weight.clone().requires_grad_()
+    out = sparse_linear(x, w, mask, bias, dense_weight_grad=True, implementation=implementation)
+    torch.testing.assert_close(out, F.linear(x, weight * mask, bias), rtol=1e-5, atol=1e-5)
+    grad_out = torch.randn_like(out)
+    (g,) = torch.autograd.grad(out, w, grad_out)
+    torch.testing.assert_close(g, grad_out.t() @ x, rtol=1e-4, atol=1e-4)
+
+
+def test_gradcheck(device):
+    if not _compiled(device):
+        pytest.skip(f"no compiled {device.type} kernel")
+    x, weight, mask, bias = _case((3, 4), 6, 5, 0.5, device, dtype=torch.float64)
+    inputs = tuple(t.requires_grad_() for t in (x, weight, bias))
+    assert torch.autograd.gradcheck(lambda a, w, b: sparse_linear(a, w, mask, b, implementation="sparse"), inputs)
+
+
+def test_opcheck_on_linear_shapes(device):
+    if not _compiled(device):
+        pytest.skip(f"no compiled {device.type} kernel")
+    x, weight, mask, bias = _case((9,), 13, 6, 0.7, device)
+    index = build_kept_index(mask, 1)
+    args = (x.view(9, 13, 1, 1).requires_grad_(), weight.view(6, 13, 1, 1).requires_grad_(), bias, index.out_ptr,
+            index.out_flat, index.in_ptr, index.in_flat, [1, 1], [0, 0], [1, 1], 1, False)  # fmt: skip
+    torch.library.opcheck(torch.ops.ndsnn.sparse_conv2d_forward.default, args)
+
+
+def test_index_is_cached_on_the_2d_mask(device):
+    if not _compiled(device):
+        pytest.skip(f"no compiled {device.type} kernel")
+    x, weight, mask, bias = _case((4,), 8, 3, 0.5, device)
+    sparse_linear(x, weight, mask, bias, implementation="sparse")
+    cached = mask._ndsnn_kept_index[1]
+    sparse_linear(x, weight, mask, bias, implementation="sparse")
+    assert mask._ndsnn_kept_index[1] is cached
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(x=torch.randn(2, 5)), r"x must be a floating-point tensor of shape \[..., 4\]"),
+        (dict(weight=torch.randn(3, 4, 1)), r"weight must be an \[out_features, in_features\] tensor"),
+        (dict(mask=torch.ones(3, 4)), "mask must be a bool tensor"),
+        (dict(mask=torch.ones(4, 3, dtype=torch.bool)), "mask must be a bool tensor of weight's shape"),
+        (dict(weight=torch.randn(3, 4, dtype=torch.float64)), "weight must have x's dtype"),
+        (dict(bias=torch.randn(4)), r"bias must be a \[3\] tensor"),
+        (dict(mask=torch.ones(3, 4, dtype=torch.bool, device="meta")), "mask is on meta but x is on cpu"),
+    ],
+)
+def test_bad_arguments(change, match):
+    args = dict(x=torch.randn(2, 4), weight=torch.randn(3, 4), mask=torch.ones(3, 4, dtype=torch.bool))
+    args["bias"] = torch.randn(3)
+    args.update(change)
+    with pytest.raises((ValueError, TypeError), match=match):
+        sparse_linear(args["x"], args["weight"], args["mask"], args["bias"])
