@@ -16,6 +16,7 @@
 
 #include "../sparse_conv2d.h"
 #include "sparse_conv2d_events.h"
+#include "sparse_conv2d_shifted.h"
 
 namespace ndsnn {
 namespace {
@@ -237,77 +238,6 @@ void grad_weight_batch_inner(const T* grad_out, const T* x, const int64_t* out_f
   });
 }
 
-// Input gradient for stride 1 as whole-plane shifted sums: a sample's output-gradient planes are copied into
-// zero-padded planes of pitch `pitch`, so that every kept weight adds one contiguous, shifted run of
-// in_h * pitch values to its input channel's plane (the columns past in_w are discarded). No bounds checks,
-// no layout transposes, and the runs vectorise.
-struct GradInputPlane {
-  int64_t top, left;  // where output-gradient (0, 0) sits in the padded plane
-  int64_t rows, pitch;
-
-  explicit GradInputPlane(const ConvGeometry& g)
-      : top(std::max<int64_t>(0, (g.kernel_h - 1) * g.dilation_h - g.pad_h)),
-        left(std::max<int64_t>(0, (g.kernel_w - 1) * g.dilation_w - g.pad_w)),
-        rows(std::max(g.in_h + g.pad_h + top, top + g.out_h) + 2),
-        pitch(std::max(g.in_w + g.pad_w + left, left + g.out_w)) {}
-  int64_t size() const { return rows * pitch; }
-  // Input (iy, ix) reads padded position iy * pitch + ix + shift through one tap.
-  int64_t shift(const ConvGeometry& g, const KeptTap& tap) const {
-    return (top + g.pad_h - tap.ky * g.dilation_h) * pitch + (left + g.pad_w - tap.kx * g.dilation_w);
-  }
-};
-
-template <typename scalar_t>
-void grad_input_shifted(const scalar_t* grad_out, const scalar_t* weight, const int64_t* in_ptr,
-                        const int64_t* in_flat, scalar_t* grad_x, const ConvGeometry g) {
-  using math_t = at::opmath_type<scalar_t>;
-  const GradInputPlane padded(g);
-  const int64_t out_hw = g.out_h * g.out_w;
-  const int64_t run = g.in_h * padded.pitch;
-  const int64_t kept = in_ptr[g.in_channels];
-  std::vector<int64_t> offset(kept);
-  std::vector<math_t> w(kept);
-  for (int64_t k = 0; k < kept; ++k) {
-    offset[k] = (in_flat[k] / g.taps_per_output()) * padded.size() + padded.shift(g, g.decode(in_flat[k]));
-    w[k] = static_cast<math_t>(weight[in_flat[k]]);
-  }
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(g.in_channels, at::get_num_threads()));
-  at::parallel_for(0, g.batch * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<math_t> go_padded(g.out_channels * padded.size(), math_t(0));  // padding stays zero
-    std::vector<math_t> acc(run);
-    int64_t loaded = -1;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / chunks;
-      const int64_t chunk = item % chunks;
-      if (loaded != n) {
-        for (int64_t o = 0; o < g.out_channels; ++o) {
-          const scalar_t* src = grad_out + (n * g.out_channels + o) * out_hw;
-          for (int64_t oy = 0; oy < g.out_h; ++oy) {
-            math_t* row = go_padded.data() + o * padded.size() + (padded.top + oy) * padded.pitch + padded.left;
-            for (int64_t ox = 0; ox < g.out_w; ++ox) row[ox] = static_cast<math_t>(src[oy * g.out_w + ox]);
-          }
-        }
-        loaded = n;
-      }
-      const int64_t c_begin = chunk * g.in_channels / chunks;
-      const int64_t c_end = (chunk + 1) * g.in_channels / chunks;
-      for (int64_t c = c_begin; c < c_end; ++c) {
-        std::fill(acc.begin(), acc.end(), math_t(0));
-        math_t* __restrict__ a = acc.data();
-        for (int64_t k = in_ptr[c]; k < in_ptr[c + 1]; ++k) {
-          const math_t* __restrict__ src = go_padded.data() + offset[k];
-          const math_t wk = w[k];
-          for (int64_t i = 0; i < run; ++i) a[i] += wk * src[i];
-        }
-        scalar_t* dst = grad_x + (n * g.in_channels + c) * g.in_h * g.in_w;
-        for (int64_t iy = 0; iy < g.in_h; ++iy) {
-          for (int64_t ix = 0; ix < g.in_w; ++ix) dst[iy * g.in_w + ix] = static_cast<scalar_t>(a[iy * padded.pitch + ix]);
-        }
-      }
-    }
-  });
-}
-
 // The batch-innermost layout pays off when the batch is at least as long as an output row.
 inline bool use_batch_inner(const ConvGeometry& g) { return g.batch >= std::max<int64_t>(8, g.out_w); }
 
@@ -344,6 +274,15 @@ at::Tensor sparse_conv2d_forward_cpu(const at::Tensor& x_in, const at::Tensor& w
     });
   }
   if (done) return out;
+  if (shifted::applies(g)) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "sparse_conv2d_forward_shifted", [&] {
+      shifted::forward<scalar_t>(x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+                                 bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
+                                 out_ptr.const_data_ptr<int64_t>(), out_flat.const_data_ptr<int64_t>(),
+                                 out.data_ptr<scalar_t>(), g);
+    });
+    return out;
+  }
   if (use_batch_inner(g)) {
     const at::ScalarType math_type = at::toOpMathType(x.scalar_type());
     const at::Tensor x_t = to_batch_inner(x, math_type);
@@ -378,9 +317,9 @@ at::Tensor sparse_conv2d_grad_input_cpu(const at::Tensor& grad_out_in, const at:
   const at::Tensor weight = weight_in.contiguous();
   at::Tensor grad_x = at::empty(input_size, grad_out.options());
   if (grad_x.numel() == 0) return grad_x;
-  if (g.stride_h == 1 && g.stride_w == 1) {
+  if (shifted::applies(g)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_out.scalar_type(), "sparse_conv2d_grad_input", [&] {
-      grad_input_shifted<scalar_t>(grad_out.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+      shifted::grad_input<scalar_t>(grad_out.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
                                    in_ptr.const_data_ptr<int64_t>(), in_flat.const_data_ptr<int64_t>(),
                                    grad_x.data_ptr<scalar_t>(), g);
     });
@@ -434,6 +373,15 @@ at::Tensor sparse_conv2d_grad_weight_cpu(const at::Tensor& grad_out_in, const at
       done = true;
     });
     if (done) return grad_weight;
+  }
+  if (shifted::applies(g)) {
+    at::Tensor grad_weight = at::zeros(weight_size, x.options());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "sparse_conv2d_grad_weight_shifted", [&] {
+      shifted::grad_weight<scalar_t>(grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                     flat.const_data_ptr<int64_t>(), flat.numel(), grad_weight.data_ptr<scalar_t>(),
+                                     g);
+    });
+    return grad_weight;
   }
   if (use_batch_inner(g)) {
     const at::ScalarType math_type = at::toOpMathType(x.scalar_type());
