@@ -70,7 +70,7 @@ def measure_layer(layer, batch, spike_rate, precision, device, args) -> list[dic
     rows, sparse_hopeless = [], False
     for sparsity in args.sparsities:
         mask = torch.rand(weight.shape, device=device) >= sparsity
-        names = ("dense", "auto") if sparse_hopeless else IMPLEMENTATIONS
+        names = [n for n in args.implementations if not (sparse_hopeless and n == "sparse")]
         timings = {}
         for phase, backward in (("fwd", False), ("fwd_bwd", True)):
             make = _steps(layer, x, weight, mask, backward)
@@ -93,11 +93,13 @@ def measure_layer(layer, batch, spike_rate, precision, device, args) -> list[dic
         rows.append(row)
         sparse_ratio = row["speedup"]["fwd_bwd"].get("sparse")
         ms = timings["fwd_bwd"]
-        sparse_text = f"{ms['sparse']:8.2f} ms ({sparse_ratio:5.2f}x)" if sparse_ratio else "   (skipped)     "
+        text = " | ".join(
+            f"{n} {ms[n]:8.2f} ms ({row['speedup']['fwd_bwd'][n]:5.2f}x)" if n in ms else f"{n} (skipped)"
+            for n in args.implementations[1:]
+        )
         print(
             f"{layer.key:28s} {row['input']:6s} {precision:9s} sparsity {sparsity:5.3f}: fwd+bwd dense "
-            f"{ms['dense']:8.2f} ms | sparse {sparse_text} | auto {ms['auto']:8.2f} ms "
-            f"({row['speedup']['fwd_bwd']['auto']:5.2f}x)",
+            f"{ms['dense']:8.2f} ms | {text}",
             flush=True,
         )
         if sparse_ratio is not None and sparse_ratio < 1.0 / args.give_up:
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sparsities", type=float, nargs="+", default=list(SPARSITIES))
     parser.add_argument("--give-up", type=float, default=3.0, help="stop timing sparse once this many times slower")
     parser.add_argument("--min-run-time", type=float, default=0.3)
+    parser.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS),
+                        help="what to time against dense (dense is always timed)")  # fmt: skip
     parser.add_argument("--write-crossover", action="store_true", help="store the crossovers for the dispatcher")
     parser.add_argument("--output", help="results file name (default by mode and device)")
     args = parser.parse_args(argv)
@@ -149,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     args.sparsities = sorted(args.sparsities, reverse=True)
+    args.implementations = ["dense", *(n for n in args.implementations if n != "dense")]
+    if args.write_crossover and "sparse" not in args.implementations:
+        parser.error("--write-crossover needs the sparse kernel timed (--implementations ... sparse)")
     layers = LAYERS if args.suite else [HEADLINE]
     if args.layers:
         layers = [layer for layer in layers if layer.key in args.layers]
@@ -166,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 layer_rows = measure_layer(layer, batch, args.spike_rate if kind == "spikes" else 0.0, precision,
                                            device, args)  # fmt: skip
                 rows += layer_rows
+                if "sparse" not in args.implementations:
+                    continue
                 density = crossover_density(layer_rows)
                 print(f"  crossover density {layer.key} {kind} {precision}: {density:.4f}")
                 if precision == precisions[0]:
@@ -175,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                         max_density=density,
                     ))  # fmt: skip
 
-    never_below = min((r["speedup"]["fwd_bwd"]["auto"] for r in rows), default=None)
+    auto_ratios = [r["speedup"]["fwd_bwd"]["auto"] for r in rows if "auto" in r["speedup"]["fwd_bwd"]]
+    never_below = min(auto_ratios, default=None)
     print(f"lowest auto / dense ratio (fwd+bwd) over every row: {never_below}")
     settings = {
         "layers": [layer.__dict__ for layer in layers],
@@ -195,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(device),
         "settings": settings,
         "results": rows,
+        "implementations": args.implementations,
         "crossover": records,
         "lowest_auto_speedup_fwd_bwd": never_below,
     }

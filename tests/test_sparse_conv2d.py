@@ -23,6 +23,8 @@ GEOMETRIES = [
     (5, 4, 5, 2, 2, 2, 1),
     (3, 4, 3, 1, 2, 2, 1),  # stride 1, dilated: the event-driven and shifted-plane CPU paths
     (4, 3, 2, 1, 0, 1, 1),  # even kernel
+    (2, 3, 3, 3, 2, 2, 1),  # stride 3 (nine phases), padding wider than the dilated kernel's reach
+    (3, 2, 1, 2, 2, 1, 1),  # strided 1x1 with padding: outputs that see only padding
 ]
 SPARSITIES = [0.0, 0.5, 0.9, 0.99, 1.0]
 
