@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib is needed for the plot: pip install matplotlib", file=sys.stderr)
         return 1
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                     label=label)  # fmt: skip
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlim(45, 100)
         ax.set_title(layer, fontsize=9)
         ax.set_xlabel("sparsity (%)", fontsize=8)

@@ -35,6 +35,7 @@ class CrossoverRecord:
     batch: int
     spike_input: bool
     max_density: float
+    layer: str = ""  # the measured layer's name, for people reading the table
 
     def distance(self, other: CrossoverRecord) -> float:
         """Dissimilarity of two layer shapes: log-scale channels, size and batch; kernel and stride exactly."""
