@@ -39,13 +39,32 @@ def table(payload: dict, implementation: str) -> str:
     return "\n".join(lines)
 
 
+def per_sparsity(payload: dict) -> str:
+    """One row per sparsity of a single-layer run: times and speedups, forward / backward / both."""
+    names = [n for n in payload["settings"].get("implementations", ["dense", "sparse", "auto"]) if n != "dense"]
+    header = "| sparsity | dense fwd+bwd ms | " + " | ".join(f"{n} fwd+bwd ms" for n in names)
+    header += " | " + " | ".join(f"{n} speedup fwd / bwd / fwd+bwd" for n in names) + " |"
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for row in payload["results"]:
+        ms, speedup = row["ms"]["fwd_bwd"], row["speedup"]
+        times = " | ".join(f"{ms[n]:.2f}" if n in ms else "-" for n in names)
+        ratios = " | ".join(
+            " / ".join(f"{speedup[phase][n]:.2f}x" for phase in ("fwd", "bwd", "fwd_bwd")) if n in ms else "-"
+            for n in names
+        )
+        lines.append(f"| {row['sparsity']:.1%} | {ms['dense']:.2f} | {times} | {ratios} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("results")
     parser.add_argument("--implementation", default="sparse", choices=["sparse", "auto"])
+    parser.add_argument("--per-sparsity", action="store_true", help="a single-layer run, one row per sparsity")
     args = parser.parse_args(argv)
     with open(args.results) as f:
-        print(table(json.load(f), args.implementation))
+        payload = json.load(f)
+    print(per_sparsity(payload) if args.per_sparsity else table(payload, args.implementation))
     return 0
 
 
