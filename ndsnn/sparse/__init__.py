@@ -1,11 +1,24 @@
-"""The sparsity engine (in progress): per-layer densities, schedules and exact-count masks so far."""
+"""The sparsity engine: per-layer densities, schedules, exact-count masks, and the methods
+(``create(name, model, optimizer, **config)``; names in ``METHODS``)."""
 
 from .density import DISTRIBUTIONS, erk_densities, kept_counts, layer_densities, uniform_densities
 from .masks import magnitude_mask, random_mask, top_k_mask
+from .methods import METHODS, SparseMethod
 from .schedule import cosine_drop_fraction, cubic_density
+
+
+def create(name: str, model, optimizer, **config) -> SparseMethod:
+    """A sparsity method by name; see each class for its options."""
+    if name not in METHODS:
+        raise ValueError(f"unknown sparsity method {name!r}; choose from {', '.join(METHODS)}")
+    return METHODS[name](model, optimizer, **config)
+
 
 __all__ = [
     "DISTRIBUTIONS",
+    "METHODS",
+    "SparseMethod",
+    "create",
     "cosine_drop_fraction",
     "cubic_density",
     "erk_densities",

@@ -1,0 +1,132 @@
+"""The engine every sparsity method shares: which layers are sparse, their masks, the update cadence, exact
+drop / grow with optimizer-state hygiene, state for resuming, and a per-update log.
+
+Usage: ``loss.backward(); optimizer.step(); method.step()``. Masks live in the layers (bool ``weight_mask``
+buffers of ndsnn.nn sparse layers; plain nn.Conv2d / nn.Linear are converted in place), so they are saved
+with the model. After every step pruned weights and their optimizer state are zero.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...nn.convert import masked_modules, sparsify
+from ...nn.masking import zero_pruned_
+from ...nn.sparse_layers import MaskedWeight
+from ..density import check_density, kept_counts, layer_densities
+from ..masks import random_mask, top_k_mask
+
+
+class SparseMethod:
+    """Base class: subclasses set `name` and implement `update()` (and `initial_density()` if not final)."""
+
+    name = "base"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        sparsity: float = 0.9,
+        total_steps: int | None = None,
+        update_interval: int = 100,
+        distribution: str = "erk",
+        keep_first_dense: bool = False,
+        keep_last_dense: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+        if not isinstance(update_interval, int) or update_interval <= 0:
+            raise ValueError(f"update_interval must be a positive integer, got {update_interval!r}")
+        if total_steps is not None and (not isinstance(total_steps, int) or total_steps <= 0):
+            raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+        self.model, self.optimizer = sparsify(model), optimizer
+        self.density = 1.0 - sparsity
+        self.total_steps, self.update_interval, self.distribution = total_steps, update_interval, distribution
+        self.generator = torch.Generator().manual_seed(seed)
+        layers = list(masked_modules(self.model))
+        if keep_first_dense and layers:
+            layers = layers[1:]
+        if keep_last_dense and layers:
+            layers = layers[:-1]
+        if not layers:
+            raise ValueError("the model has no Conv2d / Linear layer to make sparse")
+        self.layers: list[tuple[str, MaskedWeight]] = layers
+        self.step_count = 0
+        self.log: list[dict] = []
+        initial = self.initial_density()
+        check_density(initial, "initial density")
+        for (_, layer), kept in zip(self.layers, self.kept_targets(initial), strict=True):
+            layer.set_mask(random_mask(tuple(layer.weight.shape), kept, self.generator, layer.weight.device))
+        zero_pruned_(self.model, self.optimizer)
+
+    # -- what subclasses decide ---------------------------------------------------------------------------
+    def initial_density(self) -> float:
+        return self.density
+
+    def update(self) -> dict:
+        """Change the masks; returns what the log should record for this update."""
+        return {}
+
+    def wants_dense_gradient(self) -> bool:
+        """Whether the next update ranks pruned weights by their gradient (then the backward before it
+        computes the dense weight gradient)."""
+        return False
+
+    # -- the shared machinery ---------------------------------------------------------------------------
+    def kept_targets(self, density: float) -> list[int]:
+        shapes = [tuple(layer.weight.shape) for _, layer in self.layers]
+        return kept_counts(shapes, layer_densities(shapes, density, self.distribution))
+
+    def is_update_step(self, step: int) -> bool:
+        within = self.total_steps is None or step <= self.stop_step()
+        return step > 0 and step % self.update_interval == 0 and within
+
+    def stop_step(self) -> int:
+        return self.total_steps if self.total_steps is not None else 0
+
+    def step(self) -> None:
+        """Call after optimizer.step(): counts the step, updates masks when due, keeps pruned weights zero."""
+        self.step_count += 1
+        if self.is_update_step(self.step_count):
+            record = {"step": self.step_count, **self.update()}
+            record["density"] = {name: layer.density for name, layer in self.layers}
+            self.log.append(record)
+        zero_pruned_(self.model, self.optimizer)
+        dense_next = self.is_update_step(self.step_count + 1) and self.wants_dense_gradient()
+        for _, layer in self.layers:
+            layer.dense_weight_grad = dense_next
+
+    @torch.no_grad()
+    def drop_and_grow(self, layer: MaskedWeight, n_drop: int, n_grow: int, drop_score: torch.Tensor,
+                      grow_score: torch.Tensor | None) -> tuple[int, int]:  # fmt: skip
+        """Drop the n_drop kept weights of lowest drop_score, then grow n_grow pruned positions of highest
+        grow_score (random when None); grown weights and their optimizer state start at zero."""
+        mask = layer.weight_mask
+        kept = int(mask.sum())
+        n_drop = max(0, min(n_drop, kept))
+        survivors = top_k_mask(torch.where(mask, drop_score, torch.full_like(drop_score, -float("inf"))), kept - n_drop)
+        free = int((~survivors).sum())
+        n_grow = max(0, min(n_grow, free))
+        if grow_score is None:
+            grow_score = torch.rand(mask.shape, generator=self.generator).to(mask.device)
+        grow_score = torch.where(survivors, torch.full_like(grow_score, -float("inf")), grow_score.float())
+        grown = top_k_mask(grow_score, n_grow) & ~survivors
+        new_mask = survivors | grown
+        layer.weight[grown] = 0.0
+        for value in self.optimizer.state.get(layer.weight, {}).values():
+            if isinstance(value, torch.Tensor) and value.shape == mask.shape:
+                value[grown] = 0.0
+        layer.set_mask(new_mask)
+        return n_drop, int(grown.sum())
+
+    def state_dict(self) -> dict:
+        return {"name": self.name, "step": self.step_count, "generator": self.generator.get_state(), "log": self.log}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"this state is of method {state.get('name')!r}, not {self.name!r}")
+        self.step_count = int(state["step"])
+        self.generator.set_state(state["generator"])
+        self.log = list(state["log"])

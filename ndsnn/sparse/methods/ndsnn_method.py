@@ -1,0 +1,54 @@
+"""NDSNN (neurogenesis dynamic sparse training): the number of non-zero weights decreases from an initial
+density to the final one on a cubic schedule (Zhu & Gupta), and each update drops more weights (by magnitude)
+than it grows (by gradient, as RigL): the difference is the schedule's decrease, the grown count a
+cosine-annealed fraction of the new budget.
+
+Defaults, chosen from the closest published practice since the paper's constants are not public in a
+readable form: initial density 0.5 (GraNet-style start), cubic decay over the first 75% of training
+(RigL's stop fraction), update every 100 steps, drop fraction 0.3 annealed by cosine (RigL).
+"""
+
+from __future__ import annotations
+
+from ..schedule import cosine_drop_fraction, cubic_density
+from .base import SparseMethod
+
+
+class NDSNN(SparseMethod):
+    name = "ndsnn"
+
+    def __init__(self, *args, init_density: float = 0.5, drop_fraction: float = 0.3, stop_fraction: float = 0.75,
+                 **kwargs) -> None:  # fmt: skip
+        self.init_density, self.drop_fraction, self.stop_fraction = init_density, drop_fraction, stop_fraction
+        super().__init__(*args, **kwargs)
+        if self.total_steps is None:
+            raise ValueError("ndsnn needs total_steps (its density schedule runs over training)")
+        if init_density < self.density:
+            raise ValueError(f"init_density ({init_density}) must be at least the final density ({self.density})")
+
+    def initial_density(self) -> float:
+        return self.init_density
+
+    def stop_step(self) -> int:
+        return int(self.stop_fraction * self.total_steps)
+
+    def wants_dense_gradient(self) -> bool:
+        return True
+
+    def scheduled_density(self, step: int) -> float:
+        return cubic_density(step, self.init_density, self.density, 0, self.stop_step())
+
+    def update(self) -> dict:
+        density = self.scheduled_density(self.step_count)
+        fraction = cosine_drop_fraction(self.step_count, self.drop_fraction, self.stop_step())
+        dropped, grown = {}, {}
+        for (name, layer), target in zip(self.layers, self.kept_targets(density), strict=True):
+            kept = int(layer.weight_mask.sum())
+            target = min(target, kept)  # the count never increases
+            n_grow = round(fraction * target)
+            if layer.weight.grad is None:
+                raise RuntimeError("ndsnn grows by gradient: call method.step() after backward and optimizer.step()")
+            dropped[name], grown[name] = self.drop_and_grow(
+                layer, kept - target + n_grow, n_grow, layer.weight.abs(), layer.weight.grad.abs()
+            )
+        return {"scheduled_density": density, "drop_fraction": fraction, "dropped": dropped, "grown": grown}

@@ -1,0 +1,162 @@
+"""The sparsity methods on a small model: exact counts, schedules, drop / grow rules, state, bad config."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import ndsnn
+from ndsnn.sparse import create
+from ndsnn.sparse.schedule import cosine_drop_fraction
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 4 * 4, 5)
+    )
+
+
+def _batch(step: int):
+    g = torch.Generator().manual_seed(step)
+    return torch.randn(6, 2, 6, 6, generator=g), torch.randint(0, 5, (6,), generator=g)
+
+
+def _train(model, optimizer, method, steps, start=0):
+    for step in range(start, start + steps):
+        x, y = _batch(step)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        method.step()
+
+
+def _setup(name, **config):
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    config.setdefault("sparsity", 0.8)
+    method = create(name, model, optimizer, **config)
+    return model, optimizer, method
+
+
+def _counts(method):
+    return [int(layer.weight_mask.sum()) for _, layer in method.layers]
+
+
+def _assert_pruned_zero(method, optimizer):
+    for _, layer in method.layers:
+        assert torch.count_nonzero(layer.weight[~layer.weight_mask]) == 0
+        momentum = optimizer.state.get(layer.weight, {}).get("momentum_buffer")
+        if momentum is not None:
+            assert torch.count_nonzero(momentum[~layer.weight_mask]) == 0
+
+
+def test_static_keeps_exact_counts_and_its_mask():
+    model, optimizer, method = _setup("static", update_interval=2, distribution="uniform")
+    assert _counts(method) == method.kept_targets(0.2)
+    masks = [layer.weight_mask.clone() for _, layer in method.layers]
+    _train(model, optimizer, method, 6)
+    assert all(torch.equal(m, layer.weight_mask) for m, (_, layer) in zip(masks, method.layers, strict=True))
+    _assert_pruned_zero(method, optimizer)
+    assert method.log == []
+
+
+def test_set_drops_and_grows_equal_counts_at_fixed_density():
+    model, optimizer, method = _setup("set", update_interval=3, drop_fraction=0.25)
+    before = _counts(method)
+    _train(model, optimizer, method, 9)
+    assert _counts(method) == before
+    assert [r["step"] for r in method.log] == [3, 6, 9]
+    for record in method.log:
+        for name, kept in zip(record["dropped"], before, strict=True):
+            assert record["dropped"][name] == record["grown"][name] == round(0.25 * kept)
+    _assert_pruned_zero(method, optimizer)
+
+
+def test_rigl_grows_where_the_dense_gradient_is_largest():
+    model, optimizer, method = _setup("rigl", update_interval=2, total_steps=20)
+    _train(model, optimizer, method, 1)
+    layers = method.layers
+    assert all(layer.dense_weight_grad for _, layer in layers)  # the next step updates: dense gradient asked
+    x, y = _batch(1)
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    grads = [layer.weight.grad.abs().clone() for _, layer in layers]
+    old = [layer.weight_mask.clone() for _, layer in layers]
+    optimizer.step()
+    method.step()
+    assert method.log[-1]["step"] == 2
+    fraction = cosine_drop_fraction(2, 0.3, method.stop_step())
+    assert method.log[-1]["drop_fraction"] == pytest.approx(fraction)
+    for (_, layer), grad, before in zip(layers, grads, old, strict=True):
+        grown = layer.weight_mask & ~before
+        candidates = ~layer.weight_mask & ~before  # pruned before and after: not chosen
+        assert grad[candidates].max() > 0  # the dense gradient reached pruned positions
+        if grown.any():
+            assert grad[grown].min() >= grad[candidates].max()
+        assert torch.count_nonzero(layer.weight[grown]) == 0  # grown weights start at zero
+        assert not layer.dense_weight_grad
+
+
+def test_ndsnn_count_follows_its_schedule_and_never_increases():
+    model, optimizer, method = _setup("ndsnn", sparsity=0.9, init_density=0.5, update_interval=2, total_steps=24)
+    totals = [sum(_counts(method))]
+    for step in range(24):
+        _train(model, optimizer, method, 1, start=step)
+        totals.append(sum(_counts(method)))
+    assert all(a >= b for a, b in zip(totals, totals[1:], strict=False))
+    assert sum(_counts(method)) == sum(method.kept_targets(0.1))  # final density once the schedule ends (step 18)
+    assert totals[0] == sum(method.kept_targets(0.5))
+    for record in method.log:
+        assert sum(record["dropped"].values()) >= sum(record["grown"].values())
+    _assert_pruned_zero(method, optimizer)
+
+
+def test_state_dict_resumes_with_identical_masks():
+    config = dict(update_interval=2, total_steps=12, sparsity=0.8)
+    model, optimizer, method = _setup("set", **config)
+    _train(model, optimizer, method, 12)
+    # the same run, interrupted after 5 steps and resumed from saved state
+    model_a, optimizer_a, method_a = _setup("set", **config)
+    _train(model_a, optimizer_a, method_a, 5)
+    saved = copy.deepcopy((model_a.state_dict(), optimizer_a.state_dict(), method_a.state_dict()))
+    model_b, optimizer_b, method_b = _setup("set", **config)
+    model_b.load_state_dict(saved[0])
+    optimizer_b.load_state_dict(saved[1])
+    method_b.load_state_dict(saved[2])
+    _train(model_b, optimizer_b, method_b, 7, start=5)
+    for (_, a), (_, b) in zip(method.layers, method_b.layers, strict=True):
+        assert torch.equal(a.weight_mask, b.weight_mask)
+        torch.testing.assert_close(a.weight, b.weight)
+    with pytest.raises(ValueError, match="this state is of method 'set', not 'static'"):
+        _setup("static")[2].load_state_dict(saved[2])
+
+
+def test_first_and_last_layers_can_stay_dense():
+    model, _, method = _setup("static", keep_first_dense=True, keep_last_dense=True)
+    assert [name for name, _ in method.layers] == ["2"]
+    assert model[0].density == 1.0 and model[5].density == 1.0
+    assert isinstance(model[0], ndsnn.nn.SparseSpikingConv2d)
+
+
+@pytest.mark.parametrize(
+    "name,config,match",
+    [
+        ("magic", {}, "unknown sparsity method 'magic'; choose from static, set, rigl, ndsnn"),
+        ("set", {"sparsity": 1.0}, r"sparsity must be in \[0, 1\), got 1.0"),
+        ("set", {"sparsity": -0.1}, r"sparsity must be in \[0, 1\)"),
+        ("set", {"update_interval": 0}, "update_interval must be a positive integer, got 0"),
+        ("rigl", {}, "rigl needs total_steps"),
+        ("ndsnn", {"total_steps": 10, "init_density": 0.1, "sparsity": 0.5}, "init_density"),
+        ("ndsnn", {"total_steps": 10, "init_density": 1.5}, r"initial density must be in \(0, 1\]"),
+        ("set", {"distribution": "normal"}, "distribution must be one of uniform, erk"),
+    ],
+)
+def test_bad_configuration(name, config, match):
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=match):
+        create(name, model, optimizer, **config)
