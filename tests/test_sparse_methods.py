@@ -145,7 +145,7 @@ def test_first_and_last_layers_can_stay_dense():
 @pytest.mark.parametrize(
     "name,config,match",
     [
-        ("magic", {}, "unknown sparsity method 'magic'; choose from static, set, rigl, ndsnn"),
+        ("magic", {}, "unknown sparsity method 'magic'; choose from static, set, rigl, lth, ndsnn"),
         ("set", {"sparsity": 1.0}, r"sparsity must be in \[0, 1\), got 1.0"),
         ("set", {"sparsity": -0.1}, r"sparsity must be in \[0, 1\)"),
         ("set", {"update_interval": 0}, "update_interval must be a positive integer, got 0"),
@@ -153,6 +153,7 @@ def test_first_and_last_layers_can_stay_dense():
         ("ndsnn", {"total_steps": 10, "init_density": 0.1, "sparsity": 0.5}, "init_density"),
         ("ndsnn", {"total_steps": 10, "init_density": 1.5}, r"initial density must be in \(0, 1\]"),
         ("set", {"distribution": "normal"}, "distribution must be one of uniform, erk"),
+        ("lth", {"prune_rate": 1.0}, r"prune_rate must be in \(0, 1\)"),
     ],
 )
 def test_bad_configuration(name, config, match):
@@ -160,3 +161,61 @@ def test_bad_configuration(name, config, match):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match=match):
         create(name, model, optimizer, **config)
+
+
+@pytest.mark.parametrize("drop", ["magnitude", "gradient", "momentum", "random"])
+@pytest.mark.parametrize("grow", ["gradient", "momentum", "random"])
+def test_every_drop_and_grow_criterion_runs_at_fixed_density(drop, grow):
+    model, optimizer, method = _setup("set", update_interval=2, drop_criterion=drop, grow_criterion=grow)
+    before = _counts(method)
+    _train(model, optimizer, method, 4)
+    assert _counts(method) == before
+    assert len(method.log) == 2
+    _assert_pruned_zero(method, optimizer)
+
+
+def test_momentum_criterion_grows_where_the_running_gradient_is_largest():
+    model, optimizer, method = _setup("set", update_interval=3, grow_criterion="momentum")
+    _train(model, optimizer, method, 2)
+    old = [layer.weight_mask.clone() for _, layer in method.layers]
+    _train(model, optimizer, method, 1, start=2)
+    for (name, layer), before in zip(method.layers, old, strict=True):
+        average = method.gradient_momentum[name].abs()
+        grown = layer.weight_mask & ~before
+        candidates = ~layer.weight_mask & ~before
+        assert average[candidates].max() > 0
+        if grown.any():
+            assert average[grown].min() >= average[candidates].max()
+
+
+def test_unknown_criterion():
+    model = _model()
+    with pytest.raises(ValueError, match="grow_criterion must be one of magnitude, gradient, momentum, random"):
+        create("set", model, torch.optim.SGD(model.parameters(), lr=0.1), grow_criterion="luck")
+
+
+def test_lth_prunes_globally_by_rounds_and_rewinds():
+    model, optimizer, method = _setup("lth", sparsity=0.9, prune_rate=0.25, rewind_step=2)
+    assert method.rounds == 10  # 0.75^8 = 0.100 > 0.1, 0.75^9 < 0.1: nine prunings after the dense round
+    total = sum(layer.weight.numel() for _, layer in method.layers)
+    assert sum(_counts(method)) == total  # dense first round
+    _train(model, optimizer, method, 2)
+    rewind = [layer.weight.detach().clone() for _, layer in method.layers]
+    _train(model, optimizer, method, 3, start=2)
+    previous = [layer.weight.detach().clone() for _, layer in method.layers]
+    assert method.next_round()
+    assert sum(_counts(method)) == round(0.75 * total)
+    pairs = list(zip(previous, (layer for _, layer in method.layers), strict=True))
+    survivors = torch.cat([p.abs()[layer.weight_mask] for p, layer in pairs])
+    pruned = torch.cat([p.abs()[~layer.weight_mask] for p, layer in pairs])
+    assert survivors.min() >= pruned.max()  # global magnitude
+    for (_, layer), start in zip(method.layers, rewind, strict=True):
+        torch.testing.assert_close(layer.weight, start * layer.weight_mask)  # rewound
+    rounds = 1
+    while method.next_round():
+        _train(model, optimizer, method, 1, start=10 + rounds)
+        rounds += 1
+    assert rounds == method.rounds - 1
+    assert sum(_counts(method)) == round(0.1 * total)
+    assert method.steps_trained == 5 + rounds - 1
+    _assert_pruned_zero(method, optimizer)

@@ -55,11 +55,16 @@ class SparseMethod:
         self.layers: list[tuple[str, MaskedWeight]] = layers
         self.step_count = 0
         self.log: list[dict] = []
+        self.gradient_momentum: dict[str, torch.Tensor] = {}
+        self.momentum_beta = 0.9
         initial = self.initial_density()
         check_density(initial, "initial density")
         for (_, layer), kept in zip(self.layers, self.kept_targets(initial), strict=True):
             layer.set_mask(random_mask(tuple(layer.weight.shape), kept, self.generator, layer.weight.device))
         zero_pruned_(self.model, self.optimizer)
+        if self.tracks_gradient_momentum():
+            for _, layer in self.layers:
+                layer.dense_weight_grad = True
 
     # -- what subclasses decide ---------------------------------------------------------------------------
     def initial_density(self) -> float:
@@ -73,6 +78,29 @@ class SparseMethod:
         """Whether the next update ranks pruned weights by their gradient (then the backward before it
         computes the dense weight gradient)."""
         return False
+
+    def tracks_gradient_momentum(self) -> bool:
+        """Whether a running average of the dense gradient is kept (the "momentum" criterion); then every
+        backward computes the dense weight gradient."""
+        return False
+
+    # -- scores -----------------------------------------------------------------------------------------
+    CRITERIA = ("magnitude", "gradient", "momentum", "random")
+
+    def score(self, name: str, layer: MaskedWeight, criterion: str) -> torch.Tensor | None:
+        """Higher is more important: |weight|, |dense gradient|, |running mean of the dense gradient|, or
+        None for random."""
+        if criterion == "magnitude":
+            return layer.weight.detach().abs()
+        if criterion == "gradient":
+            if layer.weight.grad is None:
+                raise RuntimeError(f"{self.name}: the gradient criterion needs method.step() after backward")
+            return layer.weight.grad.detach().abs()
+        if criterion == "momentum":
+            return self.gradient_momentum[name].abs()
+        if criterion == "random":
+            return None
+        raise ValueError(f"criterion must be one of {', '.join(self.CRITERIA)}; got {criterion!r}")
 
     # -- the shared machinery ---------------------------------------------------------------------------
     def kept_targets(self, density: float) -> list[int]:
@@ -89,12 +117,19 @@ class SparseMethod:
     def step(self) -> None:
         """Call after optimizer.step(): counts the step, updates masks when due, keeps pruned weights zero."""
         self.step_count += 1
+        if self.tracks_gradient_momentum():
+            for name, layer in self.layers:  # before the first update, the first backward is dense too
+                if layer.weight.grad is not None:
+                    average = self.gradient_momentum.setdefault(name, torch.zeros_like(layer.weight))
+                    average.mul_(self.momentum_beta).add_(layer.weight.grad.detach(), alpha=1 - self.momentum_beta)
         if self.is_update_step(self.step_count):
             record = {"step": self.step_count, **self.update()}
             record["density"] = {name: layer.density for name, layer in self.layers}
             self.log.append(record)
         zero_pruned_(self.model, self.optimizer)
-        dense_next = self.is_update_step(self.step_count + 1) and self.wants_dense_gradient()
+        dense_next = self.tracks_gradient_momentum() or (
+            self.is_update_step(self.step_count + 1) and self.wants_dense_gradient()
+        )
         for _, layer in self.layers:
             layer.dense_weight_grad = dense_next
 
@@ -122,7 +157,13 @@ class SparseMethod:
         return n_drop, int(grown.sum())
 
     def state_dict(self) -> dict:
-        return {"name": self.name, "step": self.step_count, "generator": self.generator.get_state(), "log": self.log}
+        return {
+            "name": self.name,
+            "step": self.step_count,
+            "generator": self.generator.get_state(),
+            "log": self.log,
+            "gradient_momentum": {k: v.clone() for k, v in self.gradient_momentum.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("name") != self.name:
@@ -130,3 +171,4 @@ class SparseMethod:
         self.step_count = int(state["step"])
         self.generator.set_state(state["generator"])
         self.log = list(state["log"])
+        self.gradient_momentum = {k: v.clone() for k, v in state.get("gradient_momentum", {}).items()}

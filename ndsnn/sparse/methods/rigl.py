@@ -8,6 +8,7 @@ from .set_method import SET
 
 class RigL(SET):
     name = "rigl"
+    default_grow = "gradient"
 
     def __init__(self, *args, drop_fraction: float = 0.3, stop_fraction: float = 0.75, **kwargs) -> None:
         if not 0.0 < stop_fraction <= 1.0:
@@ -19,11 +20,3 @@ class RigL(SET):
 
     def stop_step(self) -> int:
         return int(self.stop_fraction * self.total_steps)
-
-    def wants_dense_gradient(self) -> bool:
-        return True
-
-    def grow_score(self, layer):
-        if layer.weight.grad is None:
-            raise RuntimeError(f"{self.name} grows by gradient: call method.step() after backward and optimizer.step()")
-        return layer.weight.grad.abs()
