@@ -5,6 +5,7 @@ from .density import DISTRIBUTIONS, erk_densities, kept_counts, layer_densities,
 from .masks import magnitude_mask, random_mask, top_k_mask
 from .methods import METHODS, SparseMethod
 from .schedule import cosine_drop_fraction, cubic_density
+from .topk import grow_topk, grow_topk_reference
 
 
 def create(name: str, model, optimizer, **config) -> SparseMethod:
@@ -22,6 +23,8 @@ __all__ = [
     "cosine_drop_fraction",
     "cubic_density",
     "erk_densities",
+    "grow_topk",
+    "grow_topk_reference",
     "kept_counts",
     "layer_densities",
     "magnitude_mask",

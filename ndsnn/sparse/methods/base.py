@@ -16,6 +16,7 @@ from ...nn.masking import zero_pruned_
 from ...nn.sparse_layers import MaskedWeight
 from ..density import check_density, kept_counts, layer_densities
 from ..masks import random_mask, top_k_mask
+from ..topk import grow_topk
 
 
 class SparseMethod:
@@ -134,27 +135,34 @@ class SparseMethod:
             layer.dense_weight_grad = dense_next
 
     @torch.no_grad()
-    def drop_and_grow(self, layer: MaskedWeight, n_drop: int, n_grow: int, drop_score: torch.Tensor,
-                      grow_score: torch.Tensor | None) -> tuple[int, int]:  # fmt: skip
-        """Drop the n_drop kept weights of lowest drop_score, then grow n_grow pruned positions of highest
-        grow_score (random when None); grown weights and their optimizer state start at zero."""
-        mask = layer.weight_mask
-        kept = int(mask.sum())
-        n_drop = max(0, min(n_drop, kept))
-        survivors = top_k_mask(torch.where(mask, drop_score, torch.full_like(drop_score, -float("inf"))), kept - n_drop)
-        free = int((~survivors).sum())
-        n_grow = max(0, min(n_grow, free))
-        if grow_score is None:
-            grow_score = torch.rand(mask.shape, generator=self.generator).to(mask.device)
-        grow_score = torch.where(survivors, torch.full_like(grow_score, -float("inf")), grow_score.float())
-        grown = top_k_mask(grow_score, n_grow) & ~survivors
-        new_mask = survivors | grown
-        layer.weight[grown] = 0.0
-        for value in self.optimizer.state.get(layer.weight, {}).values():
-            if isinstance(value, torch.Tensor) and value.shape == mask.shape:
-                value[grown] = 0.0
-        layer.set_mask(new_mask)
-        return n_drop, int(grown.sum())
+    def drop_and_grow(self, plans: list[tuple[MaskedWeight, int, int, torch.Tensor, torch.Tensor | None]]
+                      ) -> list[tuple[int, int]]:  # fmt: skip
+        """For each (layer, n_drop, n_grow, drop_score, grow_score): drop the n_drop kept weights of lowest
+        drop_score; then, for all layers in one selection (ndsnn.sparse.grow_topk: one Triton launch on
+        GPU), grow n_grow pruned positions of highest grow_score (random when None). Grown weights and their
+        optimizer state start at zero. Returns (dropped, grown) per layer."""
+        survivors, grow_scores, grow_counts, dropped = [], [], [], []
+        for layer, n_drop, n_grow, drop_score, grow_score in plans:
+            mask = layer.weight_mask
+            kept = int(mask.sum())
+            n_drop = max(0, min(n_drop, kept))
+            floor = torch.full_like(drop_score, -float("inf"))
+            survivors.append(top_k_mask(torch.where(mask, drop_score, floor), kept - n_drop))
+            if grow_score is None:
+                grow_score = torch.rand(mask.shape, generator=self.generator).to(mask.device)
+            grow_scores.append(grow_score.float())
+            grow_counts.append(max(0, n_grow))
+            dropped.append(n_drop)
+        grown_masks = grow_topk(grow_scores, [~s for s in survivors], grow_counts)
+        result = []
+        for (layer, *_), keep, grown, n_drop in zip(plans, survivors, grown_masks, dropped, strict=True):
+            layer.weight[grown] = 0.0
+            for value in self.optimizer.state.get(layer.weight, {}).values():
+                if isinstance(value, torch.Tensor) and value.shape == layer.weight.shape:
+                    value[grown] = 0.0
+            layer.set_mask(keep | grown)
+            result.append((n_drop, int(grown.sum())))
+        return result
 
     def state_dict(self) -> dict:
         return {

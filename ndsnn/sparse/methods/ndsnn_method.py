@@ -41,14 +41,19 @@ class NDSNN(SparseMethod):
     def update(self) -> dict:
         density = self.scheduled_density(self.step_count)
         fraction = cosine_drop_fraction(self.step_count, self.drop_fraction, self.stop_step())
-        dropped, grown = {}, {}
-        for (name, layer), target in zip(self.layers, self.kept_targets(density), strict=True):
+        plans = []
+        for (_, layer), target in zip(self.layers, self.kept_targets(density), strict=True):
             kept = int(layer.weight_mask.sum())
             target = min(target, kept)  # the count never increases
             n_grow = round(fraction * target)
             if layer.weight.grad is None:
                 raise RuntimeError("ndsnn grows by gradient: call method.step() after backward and optimizer.step()")
-            dropped[name], grown[name] = self.drop_and_grow(
-                layer, kept - target + n_grow, n_grow, layer.weight.abs(), layer.weight.grad.abs()
-            )
-        return {"scheduled_density": density, "drop_fraction": fraction, "dropped": dropped, "grown": grown}
+            plans.append((layer, kept - target + n_grow, n_grow, layer.weight.abs(), layer.weight.grad.abs()))
+        counts = self.drop_and_grow(plans)
+        names = [name for name, _ in self.layers]
+        return {
+            "scheduled_density": density,
+            "drop_fraction": fraction,
+            "dropped": {name: d for name, (d, _) in zip(names, counts, strict=True)},
+            "grown": {name: g for name, (_, g) in zip(names, counts, strict=True)},
+        }

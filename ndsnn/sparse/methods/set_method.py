@@ -42,12 +42,17 @@ class SET(SparseMethod):
 
     def update(self) -> dict:
         fraction = self.current_drop_fraction()
-        dropped, grown = {}, {}
+        plans = []
         for name, layer in self.layers:
             n = round(fraction * int(layer.weight_mask.sum()))
             drop = self.score(name, layer, self.drop_criterion)
             if drop is None:
                 drop = torch.rand(layer.weight.shape, generator=self.generator).to(layer.weight.device)
-            grow = self.score(name, layer, self.grow_criterion)
-            dropped[name], grown[name] = self.drop_and_grow(layer, n, n, drop, grow)
-        return {"drop_fraction": fraction, "dropped": dropped, "grown": grown}
+            plans.append((layer, n, n, drop, self.score(name, layer, self.grow_criterion)))
+        counts = self.drop_and_grow(plans)
+        names = [name for name, _ in self.layers]
+        return {
+            "drop_fraction": fraction,
+            "dropped": {name: d for name, (d, _) in zip(names, counts, strict=True)},
+            "grown": {name: g for name, (_, g) in zip(names, counts, strict=True)},
+        }
