@@ -39,10 +39,20 @@ def collect() -> dict[str, object]:
         "built with": ", ".join(f"{k}={v}" for k, v in status.build_info.items()) or "-",
         "cpu kernels": ", ".join(op for op in ops if (op, "cpu") in status.kernels) or "none",
         "cuda kernels": ", ".join(op for op in ops if (op, "cuda") in status.kernels) or "none",
-        "triton kernels": "none yet (the grow top-k kernel is planned)",
+        "triton kernels": _triton_kernels(),
         "notes": "; ".join(status.messages) or "-",
         "devices": "; ".join(devices),
     }
+
+
+def _triton_kernels() -> str:
+    """The Triton kernels and where they would run here."""
+    from .sparse import topk
+
+    if topk.triton is None:
+        return "none (triton not installed; grow top-k uses torch.topk)"
+    where = "cuda" if torch.cuda.is_available() else "no GPU here: grow top-k uses torch.topk"
+    return f"grow_topk digit histogram ({where})"
 
 
 def format_info(info: dict[str, object]) -> str:

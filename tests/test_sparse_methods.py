@@ -98,6 +98,7 @@ def test_rigl_grows_where_the_dense_gradient_is_largest():
         if grown.any():
             assert grad[grown].min() >= grad[candidates].max()
         assert torch.count_nonzero(layer.weight[grown]) == 0  # grown weights start at zero
+        assert torch.count_nonzero(optimizer.state[layer.weight]["momentum_buffer"][grown]) == 0  # and momentum
         assert not layer.dense_weight_grad
 
 
@@ -219,3 +220,20 @@ def test_lth_prunes_globally_by_rounds_and_rewinds():
     assert sum(_counts(method)) == round(0.1 * total)
     assert method.steps_trained == 5 + rounds - 1
     _assert_pruned_zero(method, optimizer)
+
+
+def test_grown_weights_and_their_optimizer_state_start_at_zero():
+    model, optimizer, method = _setup("set", update_interval=100)
+    _train(model, optimizer, method, 1)
+    _, layer = method.layers[1]
+    with torch.no_grad():  # pretend stale values sit at pruned positions
+        layer.weight.add_(1.0)
+        optimizer.state[layer.weight]["momentum_buffer"].fill_(1.0)
+    before = layer.weight_mask.clone()
+    [(dropped, grown_count)] = method.drop_and_grow([(layer, 5, 7, layer.weight.abs(), None)])
+    grown = layer.weight_mask & ~before
+    assert (dropped, grown_count) == (5, 7) and int(grown.sum()) + int((layer.weight_mask & before).sum()) == int(
+        before.sum()
+    ) + 2
+    assert torch.count_nonzero(layer.weight[grown]) == 0
+    assert torch.count_nonzero(optimizer.state[layer.weight]["momentum_buffer"][grown]) == 0
