@@ -237,3 +237,19 @@ def test_grown_weights_and_their_optimizer_state_start_at_zero():
     ) + 2
     assert torch.count_nonzero(layer.weight[grown]) == 0
     assert torch.count_nonzero(optimizer.state[layer.weight]["momentum_buffer"][grown]) == 0
+
+
+def test_static_magnitude_mask_keeps_the_largest_initial_weights():
+    model = _model()
+    initial = [m.weight.detach().clone() for m in (model[0], model[2], model[5])]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    method = create("static", model, optimizer, sparsity=0.7, mask_init="magnitude")
+    for (_, layer), weight in zip(method.layers, initial, strict=True):
+        assert weight.abs()[layer.weight_mask].min() >= weight.abs()[~layer.weight_mask].max()
+
+
+def test_ndsnn_schedule_power_is_a_parameter():
+    _, _, linear = _setup("ndsnn", sparsity=0.9, init_density=0.5, total_steps=200, schedule_power=1.0)
+    _, _, cubic = _setup("ndsnn", sparsity=0.9, init_density=0.5, total_steps=200)
+    assert linear.scheduled_density(75) == pytest.approx(0.1 + 0.4 * 0.5)  # halfway through the 150-step decay
+    assert cubic.scheduled_density(75) == pytest.approx(0.1 + 0.4 * 0.5**3)

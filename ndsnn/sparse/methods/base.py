@@ -15,7 +15,7 @@ from ...nn.convert import masked_modules, sparsify
 from ...nn.masking import zero_pruned_
 from ...nn.sparse_layers import MaskedWeight
 from ..density import check_density, kept_counts, layer_densities
-from ..masks import random_mask, top_k_mask
+from ..masks import magnitude_mask, random_mask, top_k_mask
 from ..topk import grow_topk
 
 
@@ -35,11 +35,14 @@ class SparseMethod:
         keep_first_dense: bool = False,
         keep_last_dense: bool = False,
         seed: int = 0,
+        mask_init: str = "random",
     ) -> None:
         if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
         if not isinstance(update_interval, int) or update_interval <= 0:
             raise ValueError(f"update_interval must be a positive integer, got {update_interval!r}")
+        if mask_init not in ("random", "magnitude"):
+            raise ValueError(f"mask_init must be 'random' or 'magnitude', got {mask_init!r}")
         if total_steps is not None and (not isinstance(total_steps, int) or total_steps <= 0):
             raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
         self.model, self.optimizer = sparsify(model), optimizer
@@ -61,7 +64,10 @@ class SparseMethod:
         initial = self.initial_density()
         check_density(initial, "initial density")
         for (_, layer), kept in zip(self.layers, self.kept_targets(initial), strict=True):
-            layer.set_mask(random_mask(tuple(layer.weight.shape), kept, self.generator, layer.weight.device))
+            if mask_init == "magnitude":
+                layer.set_mask(magnitude_mask(layer.weight, kept))
+            else:
+                layer.set_mask(random_mask(tuple(layer.weight.shape), kept, self.generator, layer.weight.device))
         zero_pruned_(self.model, self.optimizer)
         if self.tracks_gradient_momentum():
             for _, layer in self.layers:

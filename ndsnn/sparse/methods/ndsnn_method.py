@@ -5,7 +5,9 @@ cosine-annealed fraction of the new budget.
 
 Defaults, chosen from the closest published practice since the paper's constants are not public in a
 readable form: initial density 0.5 (GraNet-style start), cubic decay over the first 75% of training
-(RigL's stop fraction), update every 100 steps, drop fraction 0.3 annealed by cosine (RigL).
+(RigL's stop fraction), update every 100 steps, drop fraction 0.3 annealed by cosine (RigL). All are
+parameters: init_density, sparsity (final), schedule_power (3: cubic; 1: linear), update_interval,
+drop_fraction, stop_fraction.
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ class NDSNN(SparseMethod):
     name = "ndsnn"
 
     def __init__(self, *args, init_density: float = 0.5, drop_fraction: float = 0.3, stop_fraction: float = 0.75,
-                 **kwargs) -> None:  # fmt: skip
+                 schedule_power: float = 3.0, **kwargs) -> None:  # fmt: skip
+        if not 0.0 < stop_fraction <= 1.0:
+            raise ValueError(f"stop_fraction must be in (0, 1], got {stop_fraction!r}")
+        if not 0.0 <= drop_fraction <= 1.0:
+            raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction!r}")
+        if schedule_power <= 0:
+            raise ValueError(f"schedule_power must be positive, got {schedule_power!r}")
         self.init_density, self.drop_fraction, self.stop_fraction = init_density, drop_fraction, stop_fraction
+        self.schedule_power = schedule_power
         super().__init__(*args, **kwargs)
         if self.total_steps is None:
             raise ValueError("ndsnn needs total_steps (its density schedule runs over training)")
@@ -36,7 +45,7 @@ class NDSNN(SparseMethod):
         return True
 
     def scheduled_density(self, step: int) -> float:
-        return cubic_density(step, self.init_density, self.density, 0, self.stop_step())
+        return cubic_density(step, self.init_density, self.density, 0, self.stop_step(), self.schedule_power)
 
     def update(self) -> dict:
         density = self.scheduled_density(self.step_count)

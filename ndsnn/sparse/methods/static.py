@@ -1,4 +1,5 @@
-"""static: a fixed random mask at the target density, never updated (the sparse-from-scratch control)."""
+"""static: a fixed mask at the target density, never updated (the sparse-from-scratch control); random, or
+by magnitude of the initial weights with mask_init="magnitude"."""
 
 from __future__ import annotations
 
