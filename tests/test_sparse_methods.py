@@ -253,3 +253,35 @@ def test_ndsnn_schedule_power_is_a_parameter():
     _, _, cubic = _setup("ndsnn", sparsity=0.9, init_density=0.5, total_steps=200)
     assert linear.scheduled_density(75) == pytest.approx(0.1 + 0.4 * 0.5)  # halfway through the 150-step decay
     assert cubic.scheduled_density(75) == pytest.approx(0.1 + 0.4 * 0.5**3)
+
+
+class _Scale(nn.Module):
+    """A custom layer with a weight that is neither Conv2d nor Linear."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(features, features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight
+
+
+def test_any_module_with_a_weight_can_be_sparse():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(72, 32), _Scale(32), nn.Linear(32, 5))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    method = create("set", model, optimizer, sparsity=0.75, update_interval=2, extra_modules=(_Scale,))
+    assert [name for name, _ in method.layers] == ["1", "2", "3"]
+    custom = dict(method.layers)["2"]
+    assert isinstance(model[2].weight_mask, torch.Tensor) and "weight_mask" in model[2].state_dict()
+    kept = int(custom.weight_mask.sum())
+    assert kept == method.kept_targets(0.25)[1]
+    for step in range(4):
+        x, y = _batch(step)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        method.step()
+    assert int(custom.weight_mask.sum()) == kept and len(method.log) == 2
+    assert torch.count_nonzero(model[2].weight[~model[2].weight_mask]) == 0
+    assert torch.count_nonzero(optimizer.state[model[2].weight]["momentum_buffer"][~model[2].weight_mask]) == 0

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from .masked_module import MaskedModuleWeight
 from .sparse_layers import MaskedWeight, SparseLinear, SparseSpikingConv2d
 
 
@@ -48,8 +49,13 @@ def sparsify(model: nn.Module, include: Callable[[str, nn.Module], bool] | None 
     return model
 
 
-def masked_modules(model: nn.Module) -> Iterator[tuple[str, MaskedWeight]]:
-    """(name, module) of every layer with a weight_mask."""
+def masked_modules(model: nn.Module) -> Iterator[tuple[str, MaskedWeight | MaskedModuleWeight]]:
+    """(name, layer) of every masked weight: the sparse layers, and other modules given a weight_mask
+    (MaskedModuleWeight adapters over them)."""
     for name, module in model.named_modules():
         if isinstance(module, MaskedWeight):
             yield name, module
+        elif isinstance(getattr(module, "weight_mask", None), torch.Tensor) and isinstance(
+            getattr(module, "weight", None), nn.Parameter
+        ):
+            yield name, MaskedModuleWeight(module)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ...nn.convert import masked_modules, sparsify
+from ...nn.masked_module import MaskedModuleWeight
 from ...nn.masking import zero_pruned_
 from ...nn.sparse_layers import MaskedWeight
 from ..density import check_density, kept_counts, layer_densities
@@ -36,6 +37,7 @@ class SparseMethod:
         keep_last_dense: bool = False,
         seed: int = 0,
         mask_init: str = "random",
+        extra_modules: tuple[type[nn.Module], ...] = (),
     ) -> None:
         if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
@@ -46,6 +48,9 @@ class SparseMethod:
         if total_steps is not None and (not isinstance(total_steps, int) or total_steps <= 0):
             raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
         self.model, self.optimizer = sparsify(model), optimizer
+        for module in self.model.modules():  # other module types with a weight, masked in place
+            if extra_modules and isinstance(module, extra_modules) and not isinstance(module, MaskedWeight):
+                MaskedModuleWeight(module)
         self.density = 1.0 - sparsity
         self.total_steps, self.update_interval, self.distribution = total_steps, update_interval, distribution
         self.generator = torch.Generator().manual_seed(seed)
