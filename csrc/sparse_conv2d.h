@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/macros/Macros.h>
+#include <c10/util/accumulate.h>
 
 namespace ndsnn {
 
@@ -23,6 +24,11 @@ struct ConvGeometry {
 
   C10_HOST_DEVICE int64_t out_per_group() const { return out_channels / groups; }
   C10_HOST_DEVICE int64_t taps_per_output() const { return in_per_group * kernel_h * kernel_w; }
+  C10_HOST_DEVICE int64_t output_channel(int64_t flat) const { return flat / taps_per_output(); }
+  // The absolute input channel a kept weight reads (its group's first channel + its channel in the group).
+  C10_HOST_DEVICE int64_t input_channel(int64_t flat) const {
+    return (output_channel(flat) / out_per_group()) * in_per_group + (flat % taps_per_output()) / (kernel_h * kernel_w);
+  }
   C10_HOST_DEVICE KeptTap decode(int64_t flat) const {
     const int64_t tap = flat % taps_per_output();
     const int64_t spatial = tap % (kernel_h * kernel_w);
@@ -105,6 +111,42 @@ inline void check_index(const at::Tensor& ptr, const at::Tensor& flat, int64_t c
                     flat.max().item<int64_t>() < weight_numel,
                 "ndsnn.sparse_conv2d: the kept-weight index does not match weight (", weight_numel, " elements)");
   }
+}
+
+// The checks every device's entry points share: the geometry, devices, and the kept-weight index.
+inline ConvGeometry forward_args(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                 const at::Tensor& out_ptr, const at::Tensor& out_flat, const at::Tensor& in_ptr,
+                                 const at::Tensor& in_flat, at::IntArrayRef stride, at::IntArrayRef padding,
+                                 at::IntArrayRef dilation, int64_t groups) {
+  const ConvGeometry g = conv_geometry(x, weight, bias, stride, padding, dilation, groups);
+  check_index(out_ptr, out_flat, g.out_channels, weight.device(), weight.numel(), "out");
+  check_index(in_ptr, in_flat, g.in_channels, weight.device(), weight.numel(), "in");
+  return g;
+}
+
+inline ConvGeometry grad_input_args(const at::Tensor& grad_out, const at::Tensor& weight, const at::Tensor& in_ptr,
+                                    const at::Tensor& in_flat, at::IntArrayRef input_size, at::IntArrayRef stride,
+                                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const ConvGeometry g =
+      conv_geometry_from_sizes(input_size, weight.sizes(), grad_out, stride, padding, dilation, groups);
+  TORCH_CHECK(grad_out.device() == weight.device(), "ndsnn.sparse_conv2d: grad_out is on ", grad_out.device(),
+              " but weight is on ", weight.device());
+  check_index(in_ptr, in_flat, g.in_channels, weight.device(), weight.numel(), "in");
+  return g;
+}
+
+inline ConvGeometry grad_weight_args(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& out_flat,
+                                     const at::Tensor& in_ptr, const at::Tensor& in_flat, at::IntArrayRef weight_size,
+                                     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                     int64_t groups) {
+  const ConvGeometry g = conv_geometry_from_sizes(x.sizes(), weight_size, grad_out, stride, padding, dilation, groups);
+  TORCH_CHECK(grad_out.device() == x.device(), "ndsnn.sparse_conv2d: grad_out is on ", grad_out.device(),
+              " but x is on ", x.device());
+  TORCH_CHECK(out_flat.scalar_type() == at::kLong && out_flat.dim() == 1 && out_flat.device() == x.device(),
+              "ndsnn.sparse_conv2d: out_flat must be a 1-d int64 tensor on x's device");
+  check_index(in_ptr, in_flat, g.in_channels, x.device(), c10::multiply_integers(weight_size), "in");
+  TORCH_CHECK(in_flat.numel() == out_flat.numel(), "ndsnn.sparse_conv2d: in_flat and out_flat differ in length");
+  return g;
 }
 
 }  // namespace ndsnn

@@ -22,9 +22,8 @@ at::Tensor sparse_conv2d_forward_cpu(const at::Tensor& x_in, const at::Tensor& w
                                      const at::Tensor& out_flat, const at::Tensor& in_ptr, const at::Tensor& in_flat,
                                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                      int64_t groups, bool /*dense_weight_grad*/) {
-  const ConvGeometry g = conv_geometry(x_in, weight_in, bias_in, stride, padding, dilation, groups);
-  check_index(out_ptr, out_flat, g.out_channels, weight_in.device(), weight_in.numel(), "out");
-  check_index(in_ptr, in_flat, g.in_channels, weight_in.device(), weight_in.numel(), "in");
+  const ConvGeometry g =
+      forward_args(x_in, weight_in, bias_in, out_ptr, out_flat, in_ptr, in_flat, stride, padding, dilation, groups);
   const at::Tensor x = x_in.contiguous();
   const at::Tensor weight = weight_in.contiguous();
   const at::Tensor bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
@@ -50,8 +49,7 @@ at::Tensor sparse_conv2d_grad_input_cpu(const at::Tensor& grad_out_in, const at:
                                         at::IntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                         at::IntArrayRef dilation, int64_t groups) {
   const ConvGeometry g =
-      conv_geometry_from_sizes(input_size, weight_in.sizes(), grad_out_in, stride, padding, dilation, groups);
-  check_index(in_ptr, in_flat, g.in_channels, weight_in.device(), weight_in.numel(), "in");
+      grad_input_args(grad_out_in, weight_in, in_ptr, in_flat, input_size, stride, padding, dilation, groups);
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor weight = weight_in.contiguous();
   at::Tensor grad_x = at::empty(input_size, grad_out.options());
@@ -72,11 +70,7 @@ at::Tensor sparse_conv2d_grad_weight_cpu(const at::Tensor& grad_out_in, const at
                                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                          int64_t groups) {
   const ConvGeometry g =
-      conv_geometry_from_sizes(x_in.sizes(), weight_size, grad_out_in, stride, padding, dilation, groups);
-  TORCH_CHECK(out_flat.scalar_type() == at::kLong && out_flat.dim() == 1,
-              "ndsnn.sparse_conv2d: out_flat must be a 1-d int64 tensor");
-  check_index(in_ptr, in_flat, g.in_channels, x_in.device(), c10::multiply_integers(weight_size), "in");
-  TORCH_CHECK(in_flat.numel() == out_flat.numel(), "ndsnn.sparse_conv2d: in_flat and out_flat differ in length");
+      grad_weight_args(grad_out_in, x_in, out_flat, in_ptr, in_flat, weight_size, stride, padding, dilation, groups);
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor x = x_in.contiguous();
   const at::Tensor flat = out_flat.contiguous();

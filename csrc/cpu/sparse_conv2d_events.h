@@ -109,8 +109,7 @@ Taps<math_t> decode_taps(const scalar_t* weight, const int64_t* in_ptr, const in
   taps.offset.resize(flat.size());
   taps.weight.resize(weight ? flat.size() : 0);
   planes::for_each_kept(static_cast<int64_t>(flat.size()), [&](int64_t k) {
-    const int64_t o = flat[k] / g.taps_per_output();
-    taps.offset[k] = o * layout.size() - layout.tap_shift(g, g.decode(flat[k]));
+    taps.offset[k] = g.output_channel(flat[k]) * layout.size() - layout.tap_shift(g, g.decode(flat[k]));
     if (weight) taps.weight[k] = static_cast<math_t>(weight[flat[k]]);
   });
   return taps;

@@ -23,12 +23,12 @@ struct Axis {
   int64_t phase(int64_t k) const { return (k * dilation) % stride; }
   int64_t shift(int64_t k) const { return (k * dilation) / stride; }
   int64_t max_shift() const { return shift(kernel - 1); }
-  // Quotients q of the real inputs: q in [0, quotients()).
-  int64_t quotients() const { return (in - 1 + pad) / stride + 1; }
   // The quotients of phase r that are real inputs (q * stride + r - pad in [0, in)): [q_begin, q_end).
   int64_t q_begin(int64_t r) const { return pad - r <= 0 ? 0 : (pad - r + stride - 1) / stride; }
   int64_t q_end(int64_t r) const { return in - 1 + pad - r < 0 ? 0 : (in - 1 + pad - r) / stride + 1; }
   int64_t input(int64_t q, int64_t r) const { return q * stride + r - pad; }
+  // Quotients of real inputs in any phase: q in [0, quotients()).
+  int64_t quotients() const { return q_end(0); }
   // The margin an output-side plane needs before quotient 0: a tap may shift a real input's quotient
   // (at least pad / stride) down by up to max_shift.
   int64_t margin() const { return std::max<int64_t>(0, max_shift() - pad / stride); }
@@ -54,9 +54,10 @@ struct InputPhases {
       : rows(g.out_h + planes::rows(g).max_shift() + 1), pitch(g.out_w + cols(g).max_shift()) {}
   int64_t size() const { return rows * pitch; }
   int64_t channel_size(const ConvGeometry& g) const { return phases(g) * size(); }
-  // Offset of a kept weight's source run: channel c (absolute), its phase plane, its shift.
-  int64_t offset(const ConvGeometry& g, int64_t c, const KeptTap& tap) const {
-    return c * channel_size(g) + tap_phase(g, tap) * size() + planes::rows(g).shift(tap.ky) * pitch +
+  // Offset of a kept weight's (flat index) source run: its input channel, its phase plane, its shift.
+  int64_t offset(const ConvGeometry& g, int64_t flat) const {
+    const KeptTap tap = g.decode(flat);
+    return g.input_channel(flat) * channel_size(g) + tap_phase(g, tap) * size() + planes::rows(g).shift(tap.ky) * pitch +
            cols(g).shift(tap.kx);
   }
 };

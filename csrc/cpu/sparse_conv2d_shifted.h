@@ -29,9 +29,7 @@ void forward(const scalar_t* x, const scalar_t* weight, const scalar_t* bias, co
   std::vector<int64_t> offset(kept);
   std::vector<math_t> w(kept);
   planes::for_each_kept(kept, [&](int64_t k) {
-    const int64_t o = out_flat[k] / g.taps_per_output();
-    const KeptTap tap = g.decode(out_flat[k]);
-    offset[k] = layout.offset(g, (o / g.out_per_group()) * g.in_per_group + tap.in_channel, tap);
+    offset[k] = layout.offset(g, out_flat[k]);
     w[k] = static_cast<math_t>(weight[out_flat[k]]);
   });
   const int64_t chunks = planes::channel_chunks(g.out_channels);
@@ -77,7 +75,7 @@ void grad_input(const scalar_t* grad_out, const scalar_t* weight, const int64_t*
   std::vector<math_t> w(kept);
   planes::for_each_kept(kept, [&](int64_t k) {
     const int64_t flat = groups.flat[k];
-    offset[k] = (flat / g.taps_per_output()) * layout.size() + layout.at(0, 0) - layout.tap_shift(g, g.decode(flat));
+    offset[k] = g.output_channel(flat) * layout.size() + layout.at(0, 0) - layout.tap_shift(g, g.decode(flat));
     w[k] = static_cast<math_t>(weight[flat]);
   });
   const int64_t phases = planes::phases(g);
@@ -133,10 +131,8 @@ void grad_weight(const scalar_t* grad_out, const scalar_t* x, const int64_t* out
   std::vector<int64_t> x_offset(kept);
   std::vector<int64_t> go_offset(kept);
   planes::for_each_kept(kept, [&](int64_t k) {
-    const int64_t o = out_flat[k] / g.taps_per_output();
-    const KeptTap tap = g.decode(out_flat[k]);
-    x_offset[k] = layout.offset(g, (o / g.out_per_group()) * g.in_per_group + tap.in_channel, tap);
-    go_offset[k] = o * run;
+    x_offset[k] = layout.offset(g, out_flat[k]);
+    go_offset[k] = g.output_channel(out_flat[k]) * run;
   });
   const int64_t threads = at::get_num_threads();
   std::vector<math_t> partial(threads * kept, math_t(0));

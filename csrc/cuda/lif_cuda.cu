@@ -10,20 +10,10 @@
 #include <torch/library.h>
 
 #include "../lif.h"
+#include "launch.h"
 
 namespace ndsnn {
 namespace {
-
-constexpr int kThreads = 256;
-
-inline int64_t grid_for(int64_t neurons) {
-  int device = 0;
-  int sms = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t max_blocks = static_cast<int64_t>(sms) * 32;
-  return std::max<int64_t>(1, std::min<int64_t>((neurons + kThreads - 1) / kThreads, max_blocks));
-}
 
 template <typename scalar_t, typename store_t>
 __global__ void lif_forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ spikes,

@@ -13,20 +13,10 @@
 #include <torch/library.h>
 
 #include "../sparse_conv2d.h"
+#include "launch.h"
 
 namespace ndsnn {
 namespace {
-
-constexpr int kThreads = 256;
-
-inline int64_t grid_for(int64_t elements) {
-  int device = 0;
-  int sms = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t max_blocks = static_cast<int64_t>(sms) * 32;
-  return std::max<int64_t>(1, std::min<int64_t>((elements + kThreads - 1) / kThreads, max_blocks));
-}
 
 template <typename scalar_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
@@ -71,7 +61,7 @@ __global__ void grad_input_kernel(const scalar_t* __restrict__ grad_out, const s
     math_t acc = 0;
     for (int64_t k = in_ptr[c]; k < in_ptr[c + 1]; ++k) {
       const int64_t flat = in_flat[k];
-      const int64_t o = flat / g.taps_per_output();
+      const int64_t o = g.output_channel(flat);
       const KeptTap tap = g.decode(flat);
       const int64_t ty = iy + g.pad_h - tap.ky * g.dilation_h;
       const int64_t tx = ix + g.pad_w - tap.kx * g.dilation_w;
@@ -95,9 +85,9 @@ __global__ void grad_weight_kernel(const scalar_t* __restrict__ grad_out, const 
   const int64_t pixels = g.out_h * g.out_w;
   for (int64_t k = blockIdx.x; k < kept; k += gridDim.x) {
     const int64_t flat = out_flat[k];
-    const int64_t o = flat / g.taps_per_output();
+    const int64_t o = g.output_channel(flat);
     const KeptTap tap = g.decode(flat);
-    const int64_t c = (o / g.out_per_group()) * g.in_per_group + tap.in_channel;
+    const int64_t c = g.input_channel(flat);
     math_t sum = 0;
     for (int64_t j = threadIdx.x; j < g.batch * pixels; j += blockDim.x) {
       const int64_t n = j / pixels;
@@ -120,18 +110,13 @@ __global__ void grad_weight_kernel(const scalar_t* __restrict__ grad_out, const 
   }
 }
 
-void check_cuda(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), "ndsnn.sparse_conv2d: ", name, " must be a CUDA tensor, got ", t.device());
-}
-
 at::Tensor sparse_conv2d_forward_cuda(const at::Tensor& x_in, const at::Tensor& weight_in,
                                       const std::optional<at::Tensor>& bias_in, const at::Tensor& out_ptr,
                                       const at::Tensor& out_flat, const at::Tensor& in_ptr, const at::Tensor& in_flat,
                                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                       int64_t groups, bool /*dense_weight_grad*/) {
-  const ConvGeometry g = conv_geometry(x_in, weight_in, bias_in, stride, padding, dilation, groups);
-  check_index(out_ptr, out_flat, g.out_channels, weight_in.device(), weight_in.numel(), "out");
-  check_index(in_ptr, in_flat, g.in_channels, weight_in.device(), weight_in.numel(), "in");
+  const ConvGeometry g =
+      forward_args(x_in, weight_in, bias_in, out_ptr, out_flat, in_ptr, in_flat, stride, padding, dilation, groups);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   const at::Tensor weight = weight_in.contiguous();
@@ -153,9 +138,7 @@ at::Tensor sparse_conv2d_grad_input_cuda(const at::Tensor& grad_out_in, const at
                                          at::IntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                          at::IntArrayRef dilation, int64_t groups) {
   const ConvGeometry g =
-      conv_geometry_from_sizes(input_size, weight_in.sizes(), grad_out_in, stride, padding, dilation, groups);
-  check_cuda(grad_out_in, "grad_out");
-  check_index(in_ptr, in_flat, g.in_channels, weight_in.device(), weight_in.numel(), "in");
+      grad_input_args(grad_out_in, weight_in, in_ptr, in_flat, input_size, stride, padding, dilation, groups);
   const c10::cuda::CUDAGuard guard(grad_out_in.device());
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor weight = weight_in.contiguous();
@@ -180,12 +163,7 @@ at::Tensor sparse_conv2d_grad_weight_cuda(const at::Tensor& grad_out_in, const a
                                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                           int64_t groups) {
   const ConvGeometry g =
-      conv_geometry_from_sizes(x_in.sizes(), weight_size, grad_out_in, stride, padding, dilation, groups);
-  check_cuda(x_in, "x");
-  check_cuda(grad_out_in, "grad_out");
-  check_index(in_ptr, in_flat, g.in_channels, x_in.device(), c10::multiply_integers(weight_size), "in");
-  TORCH_CHECK(out_flat.scalar_type() == at::kLong && out_flat.dim() == 1 && out_flat.device() == x_in.device(),
-              "ndsnn.sparse_conv2d: out_flat must be a 1-d int64 tensor on x's device");
+      grad_weight_args(grad_out_in, x_in, out_flat, in_ptr, in_flat, weight_size, stride, padding, dilation, groups);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor x = x_in.contiguous();

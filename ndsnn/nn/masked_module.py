@@ -9,9 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .sparse_layers import MaskedWeight
 
-class MaskedModuleWeight:
-    """The MaskedWeight interface over module.weight and module.weight_mask."""
+
+class MaskedModuleWeight(MaskedWeight):
+    """The MaskedWeight interface (density, set_mask, ...) over module.weight and module.weight_mask."""
 
     def __init__(self, module: nn.Module) -> None:
         weight = getattr(module, "weight", None)
@@ -29,22 +31,3 @@ class MaskedModuleWeight:
     @property
     def weight_mask(self) -> torch.Tensor:
         return self.module.weight_mask
-
-    @property
-    def density(self) -> float:
-        return self.weight_mask.count_nonzero().item() / max(1, self.weight_mask.numel())
-
-    @property
-    def sparsity(self) -> float:
-        return 1.0 - self.density
-
-    @torch.no_grad()
-    def set_mask(self, mask: torch.Tensor) -> None:
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != self.weight.shape:
-            raise ValueError(f"mask must be a bool tensor of weight's shape {tuple(self.weight.shape)}")
-        self.weight_mask.copy_(mask)
-        self.apply_mask_()
-
-    @torch.no_grad()
-    def apply_mask_(self) -> None:
-        self.weight.mul_(self.weight_mask)

@@ -14,6 +14,15 @@ from torch import nn
 from .convert import masked_modules
 
 
+def weight_state(optimizer: torch.optim.Optimizer, weight: torch.Tensor) -> list[torch.Tensor]:
+    """The optimizer's per-element state of weight (momentum, Adam moments): its tensors of weight's shape."""
+    return [
+        value
+        for value in optimizer.state.get(weight, {}).values()
+        if isinstance(value, torch.Tensor) and value.shape == weight.shape
+    ]
+
+
 @torch.no_grad()
 def zero_pruned_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
     """Zero every masked weight, and its optimizer state, at pruned positions."""
@@ -22,9 +31,8 @@ def zero_pruned_(model: nn.Module, optimizer: torch.optim.Optimizer | None = Non
         module.weight.mul_(mask)
         if optimizer is None:
             continue
-        for value in optimizer.state.get(module.weight, {}).values():
-            if isinstance(value, torch.Tensor) and value.shape == mask.shape:
-                value.mul_(mask)
+        for value in weight_state(optimizer, module.weight):
+            value.mul_(mask)
 
 
 def keep_pruned_zero(optimizer: torch.optim.Optimizer, model: nn.Module):

@@ -17,6 +17,7 @@ from torch.nn.modules.utils import _pair
 
 from .. import _extension
 from .crossover import max_sparse_density
+from .masked_args import check_mask_bias_devices, check_tensors
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,7 @@ def sparse_conv2d_reference(x, weight, mask, bias=None, stride=1, padding=0, dil
 
 
 def _check_args(x, weight, mask, bias, groups) -> None:
-    for name, value in (("x", x), ("weight", weight), ("mask", mask)):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    check_tensors(x=x, weight=weight, mask=mask)
     if x.dim() != 4 or not x.is_floating_point():
         raise ValueError(f"x must be a floating-point [N, C, H, W] tensor, got {x.dtype} of shape {tuple(x.shape)}")
     if weight.dim() != 4 or weight.dtype != x.dtype:
@@ -77,22 +76,13 @@ def _check_args(x, weight, mask, bias, groups) -> None:
             f"weight must be a [C_out, C_in / groups, KH, KW] tensor of x's dtype {x.dtype}, got {weight.dtype} "
             f"of shape {tuple(weight.shape)}"
         )
-    if mask.dtype != torch.bool or mask.shape != weight.shape:
-        raise ValueError(
-            f"mask must be a bool tensor of weight's shape {tuple(weight.shape)}, got {mask.dtype} of shape "
-            f"{tuple(mask.shape)}"
-        )
-    for name, value in (("weight", weight), ("mask", mask), ("bias", bias)):
-        if value is not None and value.device != x.device:
-            raise ValueError(f"{name} is on {value.device} but x is on {x.device}; put all on one device")
+    check_mask_bias_devices(x, weight, mask, bias)
     if not isinstance(groups, int) or groups < 1 or x.shape[1] != weight.shape[1] * groups:
         raise ValueError(
             f"x has {x.shape[1]} channels but weight expects C_in / groups = {weight.shape[1]} with groups={groups}"
         )
     if weight.shape[0] % groups:
         raise ValueError(f"weight's C_out = {weight.shape[0]} is not divisible by groups = {groups}")
-    if bias is not None and (bias.shape != (weight.shape[0],) or bias.dtype != x.dtype):
-        raise ValueError(f"bias must be a [{weight.shape[0]}] tensor of dtype {x.dtype}, got {tuple(bias.shape)}")
 
 
 IMPLEMENTATIONS = ("auto", "sparse", "dense")

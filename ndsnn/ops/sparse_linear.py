@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .masked_args import check_mask_bias_devices, check_tensors
 from .sparse_conv2d import _masked_weight, plan_sparse
 
 
@@ -19,9 +20,7 @@ def sparse_linear_reference(x, weight, mask, bias=None):
 
 
 def _check_args(x, weight, mask, bias) -> None:
-    for name, value in (("x", x), ("weight", weight), ("mask", mask)):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    check_tensors(x=x, weight=weight, mask=mask)
     if weight.dim() != 2:
         raise ValueError(f"weight must be an [out_features, in_features] tensor, got shape {tuple(weight.shape)}")
     if x.dim() < 1 or x.shape[-1] != weight.shape[1] or not x.is_floating_point():
@@ -31,16 +30,7 @@ def _check_args(x, weight, mask, bias) -> None:
         )
     if weight.dtype != x.dtype:
         raise ValueError(f"weight must have x's dtype {x.dtype}, got {weight.dtype}")
-    if mask.dtype != torch.bool or mask.shape != weight.shape:
-        raise ValueError(
-            f"mask must be a bool tensor of weight's shape {tuple(weight.shape)}, got {mask.dtype} of shape "
-            f"{tuple(mask.shape)}"
-        )
-    for name, value in (("weight", weight), ("mask", mask), ("bias", bias)):
-        if value is not None and value.device != x.device:
-            raise ValueError(f"{name} is on {value.device} but x is on {x.device}; put all on one device")
-    if bias is not None and (bias.shape != (weight.shape[0],) or bias.dtype != x.dtype):
-        raise ValueError(f"bias must be a [{weight.shape[0]}] tensor of dtype {x.dtype}, got {tuple(bias.shape)}")
+    check_mask_bias_devices(x, weight, mask, bias)
 
 
 def sparse_linear(

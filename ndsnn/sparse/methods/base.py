@@ -13,7 +13,7 @@ from torch import nn
 
 from ...nn.convert import masked_modules, sparsify
 from ...nn.masked_module import MaskedModuleWeight
-from ...nn.masking import zero_pruned_
+from ...nn.masking import weight_state, zero_pruned_
 from ...nn.sparse_layers import MaskedWeight
 from ..density import check_density, kept_counts, layer_densities
 from ..masks import magnitude_mask, random_mask, top_k_mask
@@ -168,9 +168,8 @@ class SparseMethod:
         result = []
         for (layer, *_), keep, grown, n_drop in zip(plans, survivors, grown_masks, dropped, strict=True):
             layer.weight[grown] = 0.0
-            for value in self.optimizer.state.get(layer.weight, {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == layer.weight.shape:
-                    value[grown] = 0.0
+            for value in weight_state(self.optimizer, layer.weight):
+                value[grown] = 0.0
             layer.set_mask(keep | grown)
             result.append((n_drop, int(grown.sum())))
         return result

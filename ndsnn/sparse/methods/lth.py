@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from ...nn.masking import weight_state
 from ..masks import top_k_mask
 from .base import SparseMethod
 
@@ -83,9 +84,8 @@ class LTH(SparseMethod):
             offset += layer.weight.numel()
             layer.weight.copy_(rewind)
             layer.set_mask(mask)
-            for value in self.optimizer.state.get(layer.weight, {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == layer.weight.shape:
-                    value.zero_()
+            for value in weight_state(self.optimizer, layer.weight):
+                value.zero_()
         self.log.append({"round": self.round, "step": self.steps_trained,
                          "density": {name: layer.density for name, layer in self.layers}})  # fmt: skip
         return True
