@@ -1,10 +1,30 @@
-"""The `ndsnn` command line: thin, it parses and calls into the library."""
+"""The `ndsnn` command line: thin, it parses and calls into the library.
+
+    ndsnn train [--config FILE] [options]     train a sparse SNN (defaults: NDSNN, 90% sparsity, digits)
+    ndsnn evaluate --checkpoint FILE          test accuracy of a checkpoint or compact model
+    ndsnn export --checkpoint FILE --out F    the compact form of a trained model
+    ndsnn info                                versions, compiled kernels, devices
+
+Bad arguments, data files or checkpoints end with a one-line message and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import Any
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .data import DataFileError
+    from .train import CheckpointError, ConfigError
+
+    return (UsageError, ConfigError, CheckpointError, DataFileError)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -15,9 +35,143 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--method-option expects KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def train_config(args: argparse.Namespace):
+    """Defaults, then the --config file, then the options given on the command line."""
+    from .train import TrainConfig, load_config_file
+    from .train.checkpoint import load_checkpoint
+    from .train.trainer import CHECKPOINT_NAME
+
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
+    if "method_option" in vars(args):
+        given["method_options"] = dict(_parse_option(text) for text in args.method_option)
+    values: dict[str, Any] = {}
+    if args.resume is not None:  # the run's own options; the command line may change runtime ones only
+        from pathlib import Path
+
+        path = Path(args.resume) if args.resume != "auto" else Path(given.get("out") or "") / CHECKPOINT_NAME
+        if args.resume == "auto" and not given.get("out"):
+            raise UsageError("--resume without a path needs --out (the run's directory)")
+        saved = load_checkpoint(path)["config"]
+        saved.pop("stop_after_steps", None)  # a stop applies to the run that asked for it
+        values.update(saved)
+    if args.config:
+        values.update(load_config_file(args.config))
+    values.update(given)
+    return TrainConfig.from_dict(values, source=args.config or "options")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train.run import train
+
+    config = train_config(args)
+    summary = train(config, resume=args.resume, overwrite=args.overwrite, plots=not args.no_plots,
+                    verbose=not args.json)  # fmt: skip
+    if args.json and summary is not None:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .train import evaluate_file
+
+    result = evaluate_file(args.checkpoint, args.data_dir, args.device, args.batch_size)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['checkpoint']}: {result['dataset']} test accuracy {100 * result['test_accuracy']:.2f}% "
+              f"({result['samples']} samples), loss {result['test_loss']:.4f}, sparsity "
+              f"{100 * result['sparsity']:.2f}%")  # fmt: skip
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from .train import export_compact, load_model
+
+    model, spec, dataset = load_model(args.checkpoint, torch.device("cpu"))
+    path = export_compact(model, spec, dataset, args.out)
+    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
+    return 0
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    from .data import DATASETS
+    from .models import MODELS
+    from .sparse import DISTRIBUTIONS, METHODS
+    from .train.config import OPTIMIZERS, SCHEDULES
+
+    S = argparse.SUPPRESS  # only options given on the command line override the config file
+    add = parser.add_argument
+    add("--config", default=None, help="YAML or JSON file of options (names as below, - or _)")
+    add("--model", choices=list(MODELS), default=S, help="network (default convnet)")
+    add("--dataset", choices=list(DATASETS), default=S, help="data set (default digits)")
+    add("--data-dir", default=S, help="where the data files are (else $NDSNN_DATA, /usr/share/datasets)")
+    add("--method", choices=list(METHODS), default=S, help="sparsity method (default ndsnn)")
+    add("--sparsity", type=float, default=S, help="final fraction of pruned weights, in [0, 1) (default 0.9)")
+    add("--init-density", type=float, default=S, help="ndsnn's initial density (default 0.5)")
+    add("--distribution", choices=list(DISTRIBUTIONS), default=S, help="per-layer densities (default erk)")
+    add("--update-interval", type=int, default=S, help="steps between mask updates (default total/25, <= 100)")
+    add("--method-option", action="append", default=S, metavar="KEY=VALUE",
+        help="another keyword argument of the method, e.g. drop_fraction=0.5 (repeatable)")  # fmt: skip
+    add("--epochs", type=int, default=S, help="epochs (per round for lth; default 20)")
+    add("--timesteps", type=int, default=S, help="simulation time steps T (default 4)")
+    add("--batch-size", type=int, default=S, help="batch size per process (default 64)")
+    add("--lr", type=float, default=S, help="initial learning rate (default 0.1)")
+    add("--optimizer", choices=list(OPTIMIZERS), default=S, help="default sgd (momentum 0.9)")
+    add("--momentum", type=float, default=S, help="SGD momentum (default 0.9)")
+    add("--weight-decay", type=float, default=S, help="default 5e-4")
+    add("--schedule", choices=list(SCHEDULES), default=S, help="learning-rate schedule (default cosine)")
+    add("--seed", type=int, default=S, help="default 0")
+    add("--out", default=S, help="output directory (default runs/<dataset>-<model>-<method>-s<sparsity>-seed<seed>)")
+    add("--device", default=S, help="auto, cpu, cuda or cuda:N (default auto)")
+    add("--workers", type=int, default=S, help="data-loading processes (default 0)")
+    add("--amp", action="store_true", default=S, help="bfloat16 autocast")
+    add("--checkpoint-interval", type=int, default=S, help="steps between checkpoints besides epoch ends (0: none)")
+    add("--log-interval", type=int, default=S, help="steps between metric lines (default 10)")
+    add("--no-progress", dest="progress", action="store_false", default=S, help="no progress bars")
+    add("--debug-masks", action="store_true", default=S, help="check masks are equal on all ranks at every update")
+    add("--train-samples", type=int, default=S, help="train on a fixed random subset of this size (quick runs)")
+    add("--test-samples", type=int, default=S, help="evaluate on a fixed random subset of this size")
+    add("--stop-after-steps", type=int, default=S, help="checkpoint and stop at this step; --resume goes on")
+    add("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+        help="continue a run from its checkpoint (no path: --out's checkpoint.pt)")  # fmt: skip
+    add("--overwrite", action="store_true", help="start again in an --out that holds a checkpoint")
+    add("--no-plots", action="store_true", help="skip the PNG plots")
+    add("--json", action="store_true", help="print the summary as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ndsnn", description="Sparse spiking neural networks.")
     commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a sparse spiking network",
+                                description="Train a sparse SNN. With no options: NDSNN at 90%% sparsity on "
+                                "scikit-learn's digits with the small convnet.")  # fmt: skip
+    _add_train_options(train)
+    train.set_defaults(run=_train)
+    evaluate = commands.add_parser("evaluate", help="test accuracy of a checkpoint or compact model")
+    evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt or model_compact.pt")
+    evaluate.add_argument("--data-dir", default=None)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(run=_evaluate)
+    export = commands.add_parser("export", help="write the compact form (kept weights and indices) of a model")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--out", required=True)
+    export.set_defaults(run=_export)
     info = commands.add_parser("info", help="versions, compiled kernels and devices")
     info.add_argument("--json", action="store_true", help="print as JSON")
     info.set_defaults(run=_info)
@@ -25,8 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except _user_errors() as error:
+        print(f"ndsnn {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

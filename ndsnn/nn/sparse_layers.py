@@ -56,6 +56,16 @@ class MaskedWeight:
         """Zero the pruned weights (after an optimizer step or a load that may have filled them)."""
         self.weight.mul_(self.weight_mask)
 
+    def _autocast_args(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """x, weight and bias in autocast's dtype when autocast is on (as F.conv2d / F.linear would run)."""
+        weight, bias = self.weight, self.bias
+        device_type = x.device.type
+        if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
+        return x, weight, bias
+
     def _op_options(self) -> dict:
         return dict(
             dense_weight_grad=self.dense_weight_grad, implementation=self.implementation, spike_input=self.spike_input
@@ -77,8 +87,9 @@ class SparseSpikingConv2d(MaskedWeight, nn.Conv2d):
         if x.dim() == 5:
             return self.forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
         x, padding = self._pad(x)
+        x, weight, bias = self._autocast_args(x)
         return sparse_conv2d(
-            x, self.weight, self.weight_mask, self.bias, self.stride, padding, self.dilation, self.groups,
+            x, weight, self.weight_mask, bias, self.stride, padding, self.dilation, self.groups,
             **self._op_options(),
         )  # fmt: skip
 
@@ -108,4 +119,5 @@ class SparseLinear(MaskedWeight, nn.Linear):
         self._init_mask()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sparse_linear(x, self.weight, self.weight_mask, self.bias, **self._op_options())
+        x, weight, bias = self._autocast_args(x)
+        return sparse_linear(x, weight, self.weight_mask, bias, **self._op_options())

@@ -139,6 +139,10 @@ class SparseMethod:
             record["density"] = {name: layer.density for name, layer in self.layers}
             self.log.append(record)
         zero_pruned_(self.model, self.optimizer)
+        self._set_gradient_flags()
+
+    def _set_gradient_flags(self) -> None:
+        """Whether the next backward computes the dense weight gradient (a grow ranks it, or momentum tracks it)."""
         dense_next = self.tracks_gradient_momentum() or (
             self.is_update_step(self.step_count + 1) and self.wants_dense_gradient()
         )
@@ -190,3 +194,4 @@ class SparseMethod:
         self.generator.set_state(state["generator"])
         self.log = list(state["log"])
         self.gradient_momentum = {k: v.clone() for k, v in state.get("gradient_momentum", {}).items()}
+        self._set_gradient_flags()

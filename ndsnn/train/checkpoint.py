@@ -1,0 +1,79 @@
+"""Checkpoints that are never half-written, and the random-number state a resumed run needs.
+
+save_checkpoint writes to a temporary file in the same directory, flushes and fsyncs it, renames it over the
+target (atomic on POSIX) and fsyncs the directory, so a crash at any moment leaves the previous checkpoint or
+the new one, never a torn file."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or not an ndsnn training checkpoint; the message names the file."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Writes `state` (torch.save format) to `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would make checkpoints private
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_checkpoint(path: str | Path, kind: str = "train") -> dict[str, Any]:
+    """Reads a checkpoint written by save_checkpoint; `kind` is the value its "kind" entry must have."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated zip, wrong format: torch raises several types
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file ({type(error).__name__}: {error})"
+                              ) from None  # fmt: skip
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        raise CheckpointError(f"{path} is not an ndsnn {kind} file")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random-number generator a training step may draw from."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

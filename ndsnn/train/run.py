@@ -1,0 +1,102 @@
+"""What `ndsnn train` does around the Trainer: the output directory, the summary, plots, compact export and
+the report printed at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, TrainConfig
+from .export import export_compact, model_spec
+from .plots import plot_run
+from .trainer import CHECKPOINT_NAME, Trainer
+
+
+def default_out_dir(config: TrainConfig) -> Path:
+    return Path("runs") / f"{config.dataset}-{config.model}-{config.method}-s{config.sparsity:g}-seed{config.seed}"
+
+
+def choose_out_dir(config: TrainConfig, resume: str | None, overwrite: bool) -> tuple[Path, Path | None]:
+    """(output directory, checkpoint to resume from). A new run never overwrites another's checkpoint:
+    an explicit --out that holds one needs --resume or --overwrite; the default directory gets a numbered
+    sibling (a single process only: under torchrun every rank must pick the same directory)."""
+    if resume is not None:
+        if resume != "auto":
+            checkpoint = Path(resume)
+            return (Path(config.out) if config.out else checkpoint.parent), checkpoint
+        out = Path(config.out) if config.out else default_out_dir(config)
+        return out, out / CHECKPOINT_NAME
+    if config.out:
+        out = Path(config.out)
+        if (out / CHECKPOINT_NAME).exists() and not overwrite:
+            raise ConfigError(f"--out {out} holds a run's checkpoint; pass --resume to continue it or --overwrite "
+                              "to start again")  # fmt: skip
+        return out, None
+    base = default_out_dir(config)
+    out, number = base, 1
+    single = int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    while single and (out / CHECKPOINT_NAME).exists() and not overwrite:
+        number += 1
+        out = base.with_name(f"{base.name}-{number}")
+    if not single and (out / CHECKPOINT_NAME).exists() and not overwrite:
+        raise ConfigError(f"{out} holds a run's checkpoint; pass --out, --resume or --overwrite")
+    return out, None
+
+
+def train(config: TrainConfig, resume: str | None = None, overwrite: bool = False, plots: bool = True,
+          verbose: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Trains (or resumes) a run and writes its files; returns the summary."""
+    out, checkpoint = choose_out_dir(config, resume, overwrite)
+    trainer = Trainer(config, out)
+    try:
+        summary = trainer.fit(checkpoint)
+        if not summary["completed"]:
+            if trainer.dist.is_main and verbose:
+                print(f"stopped at step {summary['steps']}; the checkpoint is {out / CHECKPOINT_NAME}: continue with "
+                      f"ndsnn train --resume {out / CHECKPOINT_NAME}")  # fmt: skip
+            return summary
+        if trainer.dist.is_main:
+            summary["outputs"] = write_outputs(trainer, summary, plots)
+            if verbose:
+                print(report(summary, out))
+        return summary
+    finally:
+        trainer.dist.close()
+
+
+def write_outputs(trainer: Trainer, summary: dict[str, Any], plots: bool) -> dict[str, str]:
+    out = trainer.out_dir
+    outputs = {"checkpoint": str(out / CHECKPOINT_NAME), "metrics": str(out / "metrics.jsonl")}
+    spec = model_spec(trainer.config.to_dict(), trainer.info)
+    outputs["compact_model"] = str(
+        export_compact(trainer.model, spec, trainer.config.dataset, out / "model_compact.pt")
+    )
+    if plots:
+        written = plot_run(trainer.metrics.read(), summary, out / "plots")
+        outputs["plots"] = ", ".join(str(p) for p in written)
+    summary_path = out / "summary.json"
+    temporary = summary_path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({**summary, "outputs": outputs}, indent=2) + "\n")
+    os.replace(temporary, summary_path)
+    outputs["summary"] = str(summary_path)
+    return outputs
+
+
+def report(summary: dict[str, Any], out: Path) -> str:
+    cost = summary["training_cost"]
+    minutes, seconds = divmod(round(summary["wall_time_s"]), 60)
+    rounds = f" over {summary['rounds']} rounds" if summary["rounds"] > 1 else ""
+    return "\n".join([
+        f"{summary['dataset']} / {summary['model']} / {summary['method']}: test accuracy "
+        f"{100 * summary['test_accuracy']:.2f}% (best {100 * summary['best_test_accuracy']:.2f}%), sparsity "
+        f"{100 * summary['sparsity']:.2f}% (target {100 * summary['target_sparsity']:.2f}%)",
+        f"training cost: {cost['flops']:.3e} FLOPs ({100 * cost['flops_relative_to_dense']:.1f}% of dense "
+        f"training), {cost['sops']:.3e} synaptic operations; {summary['steps']} steps{rounds} in "
+        f"{minutes}m{seconds:02d}s",
+        f"outputs in {out}: summary.json, metrics.jsonl, {CHECKPOINT_NAME}, model_compact.pt, plots/",
+    ])  # fmt: skip
+
+
+__all__ = ["choose_out_dir", "default_out_dir", "report", "train"]

@@ -1,0 +1,35 @@
+"""Firing rates of the LIF layers during training: the fraction of neurons that spike, per layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..nn import LIF
+
+
+class SpikeRates:
+    """Averages each LIF layer's output spike fraction over the training forwards since the last take()."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.handles = [module.register_forward_hook(self._hook(name))
+                        for name, module in model.named_modules() if isinstance(module, LIF)]  # fmt: skip
+
+    def _hook(self, name: str):
+        def record(module: nn.Module, inputs, output: torch.Tensor) -> None:
+            if module.training and torch.is_grad_enabled():
+                self.sums[name] = self.sums.get(name, 0.0) + output.detach().float().mean()  # no sync
+                self.counts[name] = self.counts.get(name, 0) + 1
+
+        return record
+
+    def take(self) -> dict[str, float]:
+        rates = {name: float(self.sums[name]) / self.counts[name] for name in self.sums}
+        self.sums, self.counts = {}, {}
+        return rates
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()

@@ -1,0 +1,365 @@
+"""The training loop of `ndsnn train`: a spiking model, a sparsity method, BPTT with surrogate gradients.
+
+One step: images -> augmentation (a generator seeded by seed, epoch and batch, so a resumed run draws the same
+crops) -> logits [T, N, K] -> loss (mean over T of the cross-entropy) -> backward -> optimizer step -> sparsity
+method step (masks change on its schedule; pruned weights and their optimizer state stay zero) -> cost and
+spike-rate accounting. Each epoch ends with an evaluation, a metrics line and a checkpoint; a checkpoint also
+every `checkpoint_interval` steps. LTH trains `epochs` epochs per round, for all of its rounds.
+
+Several processes (torchrun): each trains on its shard of every epoch's permutation, DDP averages gradients,
+so the methods' decisions (and masks) agree on every rank; metrics are summed over ranks, batch-norm
+statistics averaged before every evaluation, and rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__, models, sparse
+from ..data import augment_batch, load_dataset, normalize_batch
+from ..models import per_step_cross_entropy
+from ..nn.convert import masked_modules
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import ConfigError, TrainConfig
+from .cost import TrainingCost
+from .distributed import DistContext, masks_digest
+from .metrics import MetricsLog
+from .spike_rates import SpikeRates
+
+CHECKPOINT_NAME = "checkpoint.pt"
+# Options that may change when a run is resumed: they do not change its numbers.
+RUNTIME_OPTIONS = ("data_dir", "out", "device", "workers", "progress", "log_interval", "checkpoint_interval",
+                   "debug_masks", "stop_after_steps")  # fmt: skip
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return device
+
+
+class Trainer:
+    """Builds everything a run needs from a TrainConfig; `fit()` trains (or resumes) and returns the summary."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path) -> None:
+        config.validate()
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.device = resolve_device(config.device)
+        self.dist = DistContext.from_environment(self.device.type)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+
+        train_set = load_dataset(config.dataset, "train", config.data_dir)
+        self.info = train_set.info
+        self.train_set = _subset(train_set, config.train_samples, "train-samples")
+        self.test_set = _subset(load_dataset(config.dataset, "test", config.data_dir), config.test_samples,
+                                "test-samples")  # fmt: skip
+        self.model = models.create(config.model, self.info.num_classes, self.info.in_channels, config.timesteps,
+                                   self.info.image_size).to(self.device)  # fmt: skip
+        self.optimizer = self._build_optimizer()
+        shard = math.ceil(len(self.train_set) / self.dist.world_size)
+        self.steps_per_epoch = math.ceil(shard / config.batch_size)
+        try:
+            self.method = sparse.create(config.method, self.model, self.optimizer, **self._method_options())
+        except (TypeError, ValueError) as error:  # an option the method does not take, or a bad value
+            raise ConfigError(f"--method {config.method}: {error}") from None
+        self.rounds = int(getattr(self.method, "rounds", 1))  # LTH trains several rounds
+        self.total_epochs = config.epochs * self.rounds
+        self.network: nn.Module = self.model
+        if self.dist.enabled:  # after the method: it converts the layers the wrapper must see
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, **_no_buffer_sync())
+        hooked = [(n, m) for n, m in masked_modules(self.model) if isinstance(m, nn.Module)]
+        self.cost = TrainingCost(hooked)
+        self.spikes = SpikeRates(self.model)
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl", enabled=self.dist.is_main)
+        self.epoch = 0  # the epoch in progress (0-based; counts LTH rounds' epochs too)
+        self.batch = 0  # batches of that epoch already trained
+        self.step = 0
+        self.epoch_totals = [0.0, 0.0, 0.0]  # loss sum, correct, samples (this rank)
+        self.best_accuracy = 0.0
+        self.elapsed = 0.0
+        self.last_spike_rates: dict[str, float] = {}
+        self.last_input_rates: dict[str, float] = {}
+        self.stopped = False
+
+    # -- construction ------------------------------------------------------------------------------------
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        parameters = self.model.parameters()
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(parameters, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        if c.optimizer == "adam":
+            return torch.optim.Adam(parameters, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(parameters, lr=c.lr, weight_decay=c.weight_decay)
+
+    def _method_options(self) -> dict[str, Any]:
+        c = self.config
+        total_steps = self.steps_per_epoch * c.epochs
+        interval = c.update_interval or max(1, min(100, total_steps // 25))
+        options: dict[str, Any] = {"sparsity": c.sparsity, "total_steps": total_steps, "update_interval": interval,
+                                   "distribution": c.distribution, "seed": c.seed}  # fmt: skip
+        if c.init_density is not None:
+            if c.method != "ndsnn":
+                raise ConfigError(f"--init-density applies to --method ndsnn only, not {c.method}")
+            options["init_density"] = c.init_density
+        options.update(c.method_options)
+        return options
+
+    # -- schedule and data order -------------------------------------------------------------------------
+    def learning_rate(self) -> float:
+        """Cosine decay over each round (one round unless LTH), from --lr to 0."""
+        if self.config.schedule == "constant":
+            return self.config.lr
+        per_round = self.steps_per_epoch * self.config.epochs
+        position = (self.step - (self.epoch // self.config.epochs) * per_round) / per_round
+        return 0.5 * self.config.lr * (1.0 + math.cos(math.pi * min(1.0, max(0.0, position))))
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches of an epoch: a seeded permutation, padded to a multiple of the world size and
+        dealt round-robin (every rank gets the same number of steps)."""
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_set), generator=generator)
+        world = self.dist.world_size
+        padded = math.ceil(len(order) / world) * world
+        order = torch.cat([order, order[: padded - len(order)]])[self.dist.rank :: world]
+        return [chunk.tolist() for chunk in order.split(self.config.batch_size)]
+
+    def _loader(self, dataset, batches: list[list[int]]) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=self.config.workers,
+                                           pin_memory=self.device.type == "cuda")  # fmt: skip
+
+    def _inputs(self, images: torch.Tensor, augment_seed: int | None) -> torch.Tensor:
+        if augment_seed is not None and (self.info.crop_padding or self.info.flip):
+            generator = torch.Generator().manual_seed(augment_seed)
+            images = augment_batch(images, self.info.crop_padding, self.info.flip, generator)
+        return normalize_batch(images.to(self.device, non_blocking=True), self.info)
+
+    def _augment_seed(self) -> int:
+        """The augmentation seed of the current batch: a function of the run's seed and the batch's place."""
+        place = (self.epoch * self.steps_per_epoch + self.batch) * self.dist.world_size + self.dist.rank
+        return self.config.seed * 1_000_000_007 + place
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
+
+    # -- training ----------------------------------------------------------------------------------------
+    def fit(self, resume_from: str | Path | None = None) -> dict[str, Any]:
+        if resume_from is not None:
+            self.load(resume_from)
+        self.metrics.start(self.step if resume_from is not None else None)
+        if resume_from is None and self.dist.is_main:
+            self.metrics.write({"kind": "start", "step": 0, "config": self.config.to_dict()})
+        started = time.perf_counter() - self.elapsed
+        self.stopped = False
+        while self.epoch < self.total_epochs and not self.stopped:
+            if self.rounds > 1 and self.batch == 0 and self.epoch > 0 and self.epoch % self.config.epochs == 0:
+                if self.method.round < self.epoch // self.config.epochs:
+                    self.method.next_round()  # LTH: prune, rewind, zero the optimizer state
+            self.train_epoch(started)
+            if self.stopped:
+                break
+            test_loss, test_accuracy, test_count = self.evaluate()
+            self.best_accuracy = max(self.best_accuracy, test_accuracy)
+            loss_sum, correct, count = self.dist.sum(self.epoch_totals, self.device)
+            record = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.step,
+                      "train_loss": loss_sum / max(1.0, count), "train_accuracy": correct / max(1.0, count),
+                      "test_loss": test_loss, "test_accuracy": test_accuracy, "test_samples": test_count,
+                      "density": self.density(),
+                      "spike_rate": _mean(self.last_spike_rates), "lr": self.learning_rate(),
+                      "cost": self.cost.summary(), "time_s": time.perf_counter() - started}  # fmt: skip
+            if self.rounds > 1:
+                record["round"] = self.method.round
+            self.metrics.write(record)
+            self.epoch, self.batch, self.epoch_totals = self.epoch + 1, 0, [0.0, 0.0, 0.0]
+            self.elapsed = time.perf_counter() - started
+            self.save()
+            if self.config.stop_after_steps is not None and self.step >= self.config.stop_after_steps:
+                self.stopped = self.epoch < self.total_epochs
+                break
+        self.elapsed = time.perf_counter() - started
+        return self.summary()
+
+    def train_epoch(self, started: float) -> None:
+        self.network.train()
+        batches = self.epoch_batches(self.epoch)
+        progress = _progress_bar(self, len(batches))
+        for images, labels in self._loader(self.train_set, batches[self.batch :]):
+            x, labels = self._inputs(images, self._augment_seed()), labels.to(self.device, non_blocking=True)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate()
+            with self._autocast():
+                logits = self.network(x)
+                loss = per_step_cross_entropy(logits.float(), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            updates_before = len(self.method.log)
+            self.method.step()
+            self.cost.end_step()
+            if self.config.debug_masks and len(self.method.log) != updates_before:
+                self.check_masks()
+            self.step, self.batch = self.step + 1, self.batch + 1
+            correct = (logits.detach().float().mean(0).argmax(-1) == labels).sum().item()
+            self.epoch_totals = [self.epoch_totals[0] + loss.item() * len(labels),
+                                 self.epoch_totals[1] + correct, self.epoch_totals[2] + len(labels)]  # fmt: skip
+            if self.step % self.config.log_interval == 0 or self.batch == len(batches):
+                self._log_step(loss.item(), correct / len(labels))
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{self.epoch_totals[0] / self.epoch_totals[2]:.3f}",
+                                     acc=f"{100 * self.epoch_totals[1] / self.epoch_totals[2]:.1f}%",
+                                     density=f"{self.density():.3f}", spikes=f"{_mean(self.last_spike_rates):.3f}",
+                                     refresh=False)  # fmt: skip
+            interval = self.config.checkpoint_interval
+            stop = self.config.stop_after_steps is not None and self.step >= self.config.stop_after_steps
+            if self.batch < len(batches) and (stop or (interval and self.step % interval == 0)):
+                self.elapsed = time.perf_counter() - started
+                self.save()
+            if stop and self.batch < len(batches):
+                self.stopped = True
+                break
+        if progress is not None:
+            progress.close()
+
+    def _log_step(self, loss: float, accuracy: float) -> None:
+        self.last_spike_rates = self.spikes.take() or self.last_spike_rates
+        self.last_input_rates = self.cost.take_input_rates() or self.last_input_rates
+        self.metrics.write({"kind": "step", "epoch": self.epoch + 1, "step": self.step, "loss": loss,
+                            "accuracy": accuracy, "lr": self.learning_rate(), "density": self.density(),
+                            "spike_rate": _mean(self.last_spike_rates),
+                            "flops": self.cost.totals["flops_forward"] + self.cost.totals["flops_backward"],
+                            "sops": self.cost.totals["sops_forward"] + self.cost.totals["sops_backward"]})  # fmt: skip
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float, int]:
+        """Test loss, accuracy and sample count over the whole test split (each rank a strided share, summed)."""
+        self.dist.average_buffers(self.model)
+        self.model.eval()
+        indices = list(range(self.dist.rank, len(self.test_set), self.dist.world_size))
+        batches = [
+            indices[i : i + 2 * self.config.batch_size] for i in range(0, len(indices), 2 * self.config.batch_size)
+        ]
+        totals = [0.0, 0.0, 0.0]
+        for images, labels in self._loader(self.test_set, batches):
+            x, labels = self._inputs(images, None), labels.to(self.device)
+            with self._autocast():
+                logits = self.model(x).float()
+            totals[0] += per_step_cross_entropy(logits, labels).item() * len(labels)
+            totals[1] += (logits.mean(0).argmax(-1) == labels).sum().item()
+            totals[2] += len(labels)
+        self.model.train()
+        loss_sum, correct, count = self.dist.sum(totals, self.device)
+        return loss_sum / max(1.0, count), correct / max(1.0, count), int(count)
+
+    def check_masks(self) -> None:
+        masks = [layer.weight_mask for _, layer in self.method.layers]
+        self.dist.check_same(masks_digest(masks), f"masks after step {self.step + 1}")
+
+    # -- state -------------------------------------------------------------------------------------------
+    def density(self) -> float:
+        """Kept fraction of all sparse weights (the layers the method manages)."""
+        kept = sum(int(layer.weight_mask.sum()) for _, layer in self.method.layers)
+        return kept / sum(layer.weight_mask.numel() for _, layer in self.method.layers)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "train", "format": 1, "ndsnn": __version__, "config": self.config.to_dict(),
+                "epoch": self.epoch, "batch": self.batch, "step": self.step, "world_size": self.dist.world_size,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "method": self.method.state_dict(), "cost": self.cost.state_dict(), "epoch_totals": self.epoch_totals,
+                "best_accuracy": self.best_accuracy, "elapsed": self.elapsed, "rng": rng_state(),
+                "spike_rates": self.last_spike_rates, "input_rates": self.last_input_rates}  # fmt: skip
+
+    def save(self) -> None:
+        self.dist.average_buffers(self.model)
+        if self.dist.is_main:
+            save_checkpoint(self.state_dict(), self.out_dir / CHECKPOINT_NAME)
+        self.dist.barrier()
+
+    def load(self, path: str | Path) -> None:
+        state = load_checkpoint(path)
+        if state["world_size"] != self.dist.world_size:
+            raise ConfigError(f"--resume: {path} was written by a run of {state['world_size']} process(es); "
+                              f"resume it with the same number, not {self.dist.world_size}")  # fmt: skip
+        saved = {k: v for k, v in state["config"].items() if k not in RUNTIME_OPTIONS}
+        current = {k: v for k, v in self.config.to_dict().items() if k not in RUNTIME_OPTIONS}
+        changed = sorted(k for k in saved if saved[k] != current.get(k))
+        if changed:
+            raise ConfigError(f"--resume: {path} was trained with other options: "
+                              + ", ".join(f"{k}={saved[k]!r} (now {current.get(k)!r})" for k in changed))  # fmt: skip
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.cost.load_state_dict(state["cost"])
+        self.cost.refresh_densities()
+        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.epoch_totals, self.best_accuracy = list(state["epoch_totals"]), state["best_accuracy"]
+        self.elapsed = state["elapsed"]
+        self.last_spike_rates, self.last_input_rates = state["spike_rates"], state["input_rates"]
+        set_rng_state(state["rng"])
+
+    def summary(self) -> dict[str, Any]:
+        epochs = [r for r in self.metrics.read() if r.get("kind") == "epoch"] if self.dist.is_main else []
+        last = epochs[-1] if epochs else {}
+        layer_density = {name: layer.density for name, layer in self.method.layers}
+        return {
+            "model": self.config.model, "dataset": self.config.dataset, "method": self.config.method,
+            "target_sparsity": self.config.sparsity, "sparsity": 1.0 - self.density(),
+            "test_accuracy": last.get("test_accuracy"), "best_test_accuracy": self.best_accuracy,
+            "train_accuracy": last.get("train_accuracy"), "test_loss": last.get("test_loss"),
+            "epochs": self.epoch, "steps": self.step, "rounds": self.rounds, "timesteps": self.config.timesteps,
+            "training_cost": self.cost.summary(), "layer_density": layer_density,
+            "spike_rates": self.last_spike_rates, "input_rates": self.last_input_rates,
+            "completed": not self.stopped, "wall_time_s": self.elapsed, "device": str(self.device),
+            "world_size": self.dist.world_size,
+            "versions": {"ndsnn": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
+            "config": self.config.to_dict(),
+        }  # fmt: skip
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP must not copy rank 0's buffers at every forward: that would hide masks that diverge (debug_masks
+    checks them) and rebuild every layer's kept-weight index; batch-norm statistics are averaged instead."""
+    parameters = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
+
+
+def _subset(dataset, count: int | None, option: str):
+    """A fixed random subset (the same for every seed, so runs stay comparable), or the whole split."""
+    if count is None:
+        return dataset
+    if count > len(dataset):
+        raise ConfigError(f"--{option} is {count}, but the split has only {len(dataset)} samples")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:count]
+    return torch.utils.data.Subset(dataset, sorted(order.tolist()))
+
+
+def _mean(values: dict[str, float]) -> float:
+    return sum(values.values()) / len(values) if values else 0.0
+
+
+def _progress_bar(trainer: Trainer, total: int):
+    if not (trainer.config.progress and trainer.dist.is_main):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=trainer.batch, desc=f"epoch {trainer.epoch + 1}/{trainer.total_epochs}",
+                unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)  # fmt: skip
