@@ -121,7 +121,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--data-dir", default=S, help="where the data files are (else $NDSNN_DATA, /usr/share/datasets)")
     add("--method", choices=list(METHODS), default=S, help="sparsity method (default ndsnn)")
     add("--sparsity", type=float, default=S, help="final fraction of pruned weights, in [0, 1) (default 0.9)")
-    add("--init-density", type=float, default=S, help="ndsnn's initial density (default 0.5)")
+    add("--init-density", type=float, default=S, help="initial density of ndsnn / pq_index (0.5), criticality (1.0)")
     add("--distribution", choices=list(DISTRIBUTIONS), default=S, help="per-layer densities (default erk)")
     add("--update-interval", type=int, default=S, help="steps between mask updates (default total/25, <= 100)")
     add("--method-option", action="append", default=S, metavar="KEY=VALUE",

@@ -178,3 +178,17 @@ def test_export_command(reference, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["test_accuracy"] == pytest.approx(_summary(reference)["test_accuracy"], abs=1e-12)
     assert result["sparsity"] == pytest.approx(_summary(reference)["sparsity"])
+
+
+@pytest.mark.parametrize("method", ["criticality", "pq_index", "attention"])
+def test_published_methods_train_from_the_command_line(tmp_path, method):
+    out = tmp_path / method
+    _train("--method", method, "--epochs", "4", "--timesteps", "2", "--out", str(out), "--no-progress", "--no-plots")
+    summary = _summary(out)
+    assert summary["completed"] and summary["test_accuracy"] > 0.2  # chance is 0.1
+    assert summary["training_cost"]["method_decision_ops"] > 0
+    assert summary["compression_ratio"] == pytest.approx(1 / (1 - summary["sparsity"]))
+    if method != "pq_index":  # pq_index's final density adapts (the target is its floor)
+        assert summary["sparsity"] == pytest.approx(0.9, abs=2e-3)
+    else:
+        assert 0.5 - 1e-3 <= summary["sparsity"] <= 0.9 + 2e-3

@@ -8,6 +8,7 @@ from torch import nn
 from .convnet import SpikingConvNet
 from .layers import DEFAULT_LIF, SpikingClassifier, per_step_cross_entropy
 from .resnet import SpikingResNet19
+from .shrink import shrink
 from .vgg import SpikingVGG16
 
 MODELS: dict[str, type[SpikingClassifier]] = {
@@ -38,4 +39,5 @@ __all__ = [
     "SpikingVGG16",
     "create",
     "per_step_cross_entropy",
+    "shrink",
 ]

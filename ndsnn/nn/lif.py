@@ -67,11 +67,31 @@ class LIF(nn.Module):
         else:
             self.threshold_values = None
 
+    @torch.no_grad()
+    def make_learnable(self, threshold: bool = True, tau: bool = True) -> list[nn.Parameter]:
+        """Turns the threshold and / or the leak into parameters starting at their current values (per
+        channel if the layer has num_channels); returns the new parameters, for the optimizer."""
+        created = []
+        if threshold and self.threshold is None:
+            current = self.v_threshold
+            value = current.detach().clone() if isinstance(current, torch.Tensor) else torch.tensor(float(current))
+            self.threshold_values = None
+            self.threshold = nn.Parameter(value.float())
+            created.append(self.threshold)
+        if tau and self.tau_logit is None:
+            current = self.tau
+            value = current.detach().clone() if isinstance(current, torch.Tensor) else torch.tensor(float(current))
+            self.tau_values = None
+            self.tau_logit = nn.Parameter(-torch.log(value.float() - 1.0))
+            created.append(self.tau_logit)
+        return created
+
     @property
     def tau(self) -> float | torch.Tensor:
         """The membrane time constant: a float, or a tensor when learnable or per channel."""
         if self.tau_logit is not None:  # in float32 even for a 16-bit module: 1 + 2^-16 must not round to 1
-            return (1.0 + torch.exp(-self.tau_logit.float())).clamp_min(MIN_LEARNED_TAU)
+            logit = self.tau_logit if self.tau_logit.dtype == torch.float64 else self.tau_logit.float()
+            return (1.0 + torch.exp(-logit)).clamp_min(MIN_LEARNED_TAU)
         return self.tau_values if self.tau_values is not None else self._tau
 
     @property

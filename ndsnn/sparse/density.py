@@ -37,20 +37,28 @@ def erk_densities(shapes: Sequence[Sequence[int]], density: float, power: float 
     sizes = [math.prod(s) for s in shapes]
     if any(size == 0 for size in sizes):
         raise ValueError(f"every sparse layer needs weights; got shapes {list(map(tuple, shapes))}")
+    return proportional_densities(sizes, [erk_raw_score(s, power) for s in shapes], density)
+
+
+def proportional_densities(sizes: Sequence[int], scores: Sequence[float], density: float) -> list[float]:
+    """Densities proportional to `scores` whose kept-weight total is density * sum(sizes): a layer whose
+    density would exceed 1 is made dense and the scale is solved again over the others, until none does."""
+    check_density(density)
     budget = density * sum(sizes)
     dense: set[int] = set()
+    scale = 0.0
     while True:
-        free = [i for i in range(len(shapes)) if i not in dense]
+        free = [i for i in range(len(sizes)) if i not in dense]
         remaining = budget - sum(sizes[i] for i in dense)
-        weighted = sum(erk_raw_score(shapes[i], power) * sizes[i] for i in free)
+        weighted = sum(scores[i] * sizes[i] for i in free)
         if not free or weighted == 0:
             break
         scale = remaining / weighted
-        over = [i for i in free if scale * erk_raw_score(shapes[i], power) > 1.0]
+        over = [i for i in free if scale * scores[i] > 1.0]
         if not over:
             break
         dense.update(over)
-    return [1.0 if i in dense else min(1.0, scale * erk_raw_score(shapes[i], power)) for i in range(len(shapes))]
+    return [1.0 if i in dense else min(1.0, scale * scores[i]) for i in range(len(sizes))]
 
 
 def layer_densities(shapes: Sequence[Sequence[int]], density: float, distribution: str = "erk") -> list[float]:

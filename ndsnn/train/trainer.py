@@ -37,6 +37,8 @@ from .metrics import MetricsLog
 from .spike_rates import SpikeRates
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# Methods whose starting density is an option (the others start at the target, or dense).
+INIT_DENSITY_METHODS = ("ndsnn", "criticality", "pq_index")
 # Options that may change when a run is resumed: they do not change its numbers.
 RUNTIME_OPTIONS = ("data_dir", "out", "device", "workers", "progress", "log_interval", "checkpoint_interval",
                    "debug_masks", "stop_after_steps")  # fmt: skip
@@ -118,8 +120,9 @@ class Trainer:
         options: dict[str, Any] = {"sparsity": c.sparsity, "total_steps": total_steps, "update_interval": interval,
                                    "distribution": c.distribution, "seed": c.seed}  # fmt: skip
         if c.init_density is not None:
-            if c.method != "ndsnn":
-                raise ConfigError(f"--init-density applies to --method ndsnn only, not {c.method}")
+            if c.method not in INIT_DENSITY_METHODS:
+                raise ConfigError(f"--init-density applies to --method {', '.join(INIT_DENSITY_METHODS)} only, "
+                                  f"not {c.method}")  # fmt: skip
             options["init_density"] = c.init_density
         options.update(c.method_options)
         return options
@@ -185,7 +188,7 @@ class Trainer:
                       "test_loss": test_loss, "test_accuracy": test_accuracy, "test_samples": test_count,
                       "density": self.density(),
                       "spike_rate": _mean(self.last_spike_rates), "lr": self.learning_rate(),
-                      "cost": self.cost.summary(), "time_s": time.perf_counter() - started}  # fmt: skip
+                      "cost": self.cost_summary(), "time_s": time.perf_counter() - started}  # fmt: skip
             if self.rounds > 1:
                 record["round"] = self.method.round
             self.metrics.write(record)
@@ -209,6 +212,10 @@ class Trainer:
             with self._autocast():
                 logits = self.network(x)
                 loss = per_step_cross_entropy(logits.float(), labels)
+                auxiliary = getattr(self.method, "auxiliary_loss", None)  # a method's own term (attention transfer)
+                extra = auxiliary(x) if auxiliary is not None else None
+                if extra is not None:
+                    loss = loss + extra
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -239,6 +246,10 @@ class Trainer:
                 break
         if progress is not None:
             progress.close()
+
+    def cost_summary(self) -> dict[str, float]:
+        """The layers' training cost, and what the sparsity method spent deciding its masks."""
+        return {**self.cost.summary(), "method_decision_ops": float(self.method.decision_ops)}
 
     def _log_step(self, loss: float, accuracy: float) -> None:
         self.last_spike_rates = self.spikes.take() or self.last_spike_rates
@@ -323,10 +334,11 @@ class Trainer:
         return {
             "model": self.config.model, "dataset": self.config.dataset, "method": self.config.method,
             "target_sparsity": self.config.sparsity, "sparsity": 1.0 - self.density(),
+            "compression_ratio": 1.0 / max(self.density(), 1e-12),
             "test_accuracy": last.get("test_accuracy"), "best_test_accuracy": self.best_accuracy,
             "train_accuracy": last.get("train_accuracy"), "test_loss": last.get("test_loss"),
             "epochs": self.epoch, "steps": self.step, "rounds": self.rounds, "timesteps": self.config.timesteps,
-            "training_cost": self.cost.summary(), "layer_density": layer_density,
+            "training_cost": self.cost_summary(), "layer_density": layer_density,
             "spike_rates": self.last_spike_rates, "input_rates": self.last_input_rates,
             "completed": not self.stopped, "wall_time_s": self.elapsed, "device": str(self.device),
             "world_size": self.dist.world_size,

@@ -63,6 +63,7 @@ class SparseMethod:
             raise ValueError("the model has no Conv2d / Linear layer to make sparse")
         self.layers: list[tuple[str, MaskedWeight]] = layers
         self.step_count = 0
+        self.decision_ops = 0  # elements scanned to decide masks (scores, rankings): the method's own cost
         self.log: list[dict] = []
         self.gradient_momentum: dict[str, torch.Tensor] = {}
         self.momentum_beta = 0.9
@@ -168,6 +169,7 @@ class SparseMethod:
             grow_scores.append(grow_score.float())
             grow_counts.append(max(0, n_grow))
             dropped.append(n_drop)
+            self.decision_ops += 2 * mask.numel()  # one ranking to drop, one to grow
         grown_masks = grow_topk(grow_scores, [~s for s in survivors], grow_counts)
         result = []
         for (layer, *_), keep, grown, n_drop in zip(plans, survivors, grown_masks, dropped, strict=True):
@@ -184,6 +186,7 @@ class SparseMethod:
             "step": self.step_count,
             "generator": self.generator.get_state(),
             "log": self.log,
+            "decision_ops": self.decision_ops,
             "gradient_momentum": {k: v.clone() for k, v in self.gradient_momentum.items()},
         }
 
@@ -193,5 +196,6 @@ class SparseMethod:
         self.step_count = int(state["step"])
         self.generator.set_state(state["generator"])
         self.log = list(state["log"])
+        self.decision_ops = int(state.get("decision_ops", 0))
         self.gradient_momentum = {k: v.clone() for k, v in state.get("gradient_momentum", {}).items()}
         self._set_gradient_flags()

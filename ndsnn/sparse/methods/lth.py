@@ -78,6 +78,7 @@ class LTH(SparseMethod):
             for _, layer in self.layers
         ])  # fmt: skip
         keep = top_k_mask(scores, target)
+        self.decision_ops += scores.numel()
         offset = 0
         for (_, layer), rewind in zip(self.layers, self.rewind_weights, strict=True):
             mask = keep[offset : offset + layer.weight.numel()].view(layer.weight.shape)
