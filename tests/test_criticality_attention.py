@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from sparse_checks import assert_pruned_zero
 from torch import nn
 
 from ndsnn import models
@@ -52,14 +53,6 @@ def _step(model, optimizer, method, step: int, rank: int = 0, network=None) -> N
 def _train(model, optimizer, method, steps: int, start: int = 0) -> None:
     for step in range(start, start + steps):
         _step(model, optimizer, method, step)
-
-
-def _assert_pruned_zero(method, optimizer) -> None:
-    for _, layer in method.layers:
-        assert torch.count_nonzero(layer.weight[~layer.weight_mask]) == 0
-        momentum = optimizer.state.get(layer.weight, {}).get("momentum_buffer")
-        if momentum is not None:
-            assert torch.count_nonzero(momentum[~layer.weight_mask]) == 0
 
 
 # -- criticality -----------------------------------------------------------------------------------------
@@ -123,7 +116,7 @@ def test_criticality_follows_its_schedule_then_freezes():
     totals = []
     for step in range(12):
         _train(model, optimizer, method, 1, start=step)
-        _assert_pruned_zero(method, optimizer)
+        assert_pruned_zero(method, optimizer)
         totals.append(sum(int(layer.weight_mask.sum()) for _, layer in method.layers))
     size = sum(layer.weight.numel() for _, layer in method.layers)
     assert all(a >= b for a, b in zip(totals, totals[1:], strict=False))
@@ -158,7 +151,7 @@ def test_attention_sets_densities_from_the_maps_then_rewires():
         assert int(layer.weight_mask.sum()) == max(1, round(density * layer.weight.numel()))
     counts = [int(layer.weight_mask.sum()) for _, layer in method.layers]
     _train(model, optimizer, method, 8, start=4)
-    _assert_pruned_zero(method, optimizer)
+    assert_pruned_zero(method, optimizer)
     assert [int(layer.weight_mask.sum()) for _, layer in method.layers] == counts  # rewiring keeps densities
     assert any(r.get("grown", {}).get("block.conv", 0) > 0 for r in method.log[1:])
 
@@ -292,7 +285,7 @@ def test_masks_identical_on_two_ranks(tmp_path, name):
 def test_structured_criticality_prunes_and_regenerates_whole_channels():
     model, optimizer, method = _setup("criticality", structured=True, total_steps=12, update_interval=2)
     _train(model, optimizer, method, 8)  # the last update is at stop_step 8
-    _assert_pruned_zero(method, optimizer)
+    assert_pruned_zero(method, optimizer)
     records = [r for r in method.log if "channels" in r]
     assert records and set(records[-1]["channels"]) == {"stem.0.module", "block.conv", "fc1"}  # not fc2
     for name, layer in method.layers:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from sparse_checks import assert_pruned_zero
 from torch import nn
 
 from ndsnn.sparse import create
@@ -158,14 +159,6 @@ def _counts(method) -> list[int]:
     return [int(layer.weight_mask.sum()) for _, layer in method.layers]
 
 
-def _assert_pruned_zero(method, optimizer) -> None:
-    for _, layer in method.layers:
-        assert torch.count_nonzero(layer.weight[~layer.weight_mask]) == 0
-        momentum = optimizer.state.get(layer.weight, {}).get("momentum_buffer")
-        if momentum is not None:
-            assert torch.count_nonzero(momentum[~layer.weight_mask]) == 0
-
-
 @pytest.mark.parametrize("scope", ["layer", "neuron"])
 def test_exact_bookkeeping_hygiene_and_falling_density(scope):
     model, optimizer, method = _setup(sparsity=0.95, scope=scope, total_steps=16)
@@ -173,7 +166,7 @@ def test_exact_bookkeeping_hygiene_and_falling_density(scope):
     history = [_counts(method)]
 
     def check():
-        _assert_pruned_zero(method, optimizer)
+        assert_pruned_zero(method, optimizer)
         history.append(_counts(method))
 
     _train(model, optimizer, method, 16, each=check)
@@ -244,7 +237,7 @@ def test_density_never_goes_below_the_floor_and_reaches_it():
         for name, floor in zip(record["dropped"], floors, strict=True):
             if record["grown"][name]:
                 assert record["density"][name] * dict(method.layers)[name].weight.numel() == pytest.approx(floor)
-    _assert_pruned_zero(method, optimizer)
+    assert_pruned_zero(method, optimizer)
 
 
 def test_a_compressible_layer_is_rewired_more_than_a_uniform_one():
@@ -280,7 +273,7 @@ def test_grow_criteria_and_gradient_flags(grow):
     record = method.log[-1]
     for (name, _), b, a in zip(method.layers, before, _counts(method), strict=True):
         assert a == b - record["dropped"][name] + record["grown"][name]
-    _assert_pruned_zero(method, optimizer)
+    assert_pruned_zero(method, optimizer)
 
 
 @pytest.mark.parametrize("scope", ["layer", "neuron"])

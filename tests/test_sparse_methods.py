@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from sparse_checks import assert_pruned_zero
 from torch import nn
 
 import ndsnn
@@ -46,21 +47,13 @@ def _counts(method):
     return [int(layer.weight_mask.sum()) for _, layer in method.layers]
 
 
-def _assert_pruned_zero(method, optimizer):
-    for _, layer in method.layers:
-        assert torch.count_nonzero(layer.weight[~layer.weight_mask]) == 0
-        momentum = optimizer.state.get(layer.weight, {}).get("momentum_buffer")
-        if momentum is not None:
-            assert torch.count_nonzero(momentum[~layer.weight_mask]) == 0
-
-
 def test_static_keeps_exact_counts_and_its_mask():
     model, optimizer, method = _setup("static", update_interval=2, distribution="uniform")
     assert _counts(method) == method.kept_targets(0.2)
     masks = [layer.weight_mask.clone() for _, layer in method.layers]
     _train(model, optimizer, method, 6)
     assert all(torch.equal(m, layer.weight_mask) for m, (_, layer) in zip(masks, method.layers, strict=True))
-    _assert_pruned_zero(method, optimizer)
+    assert_pruned_zero(method, optimizer)
     assert method.log == []
 
 
@@ -73,7 +66,7 @@ def test_set_drops_and_grows_equal_counts_at_fixed_density():
     for record in method.log:
         for name, kept in zip(record["dropped"], before, strict=True):
             assert record["dropped"][name] == record["grown"][name] == round(0.25 * kept)
-    _assert_pruned_zero(method, optimizer)
+    assert_pruned_zero(method, optimizer)
 
 
 def test_rigl_grows_where_the_dense_gradient_is_largest():
@@ -113,7 +106,7 @@ def test_ndsnn_count_follows_its_schedule_and_never_increases():
     assert totals[0] == sum(method.kept_targets(0.5))
     for record in method.log:
         assert sum(record["dropped"].values()) >= sum(record["grown"].values())
-    _assert_pruned_zero(method, optimizer)
+    assert_pruned_zero(method, optimizer)
 
 
 def test_state_dict_resumes_with_identical_masks():
@@ -172,7 +165,7 @@ def test_every_drop_and_grow_criterion_runs_at_fixed_density(drop, grow):
     _train(model, optimizer, method, 4)
     assert _counts(method) == before
     assert len(method.log) == 2
-    _assert_pruned_zero(method, optimizer)
+    assert_pruned_zero(method, optimizer)
 
 
 def test_momentum_criterion_grows_where_the_running_gradient_is_largest():
@@ -219,7 +212,7 @@ def test_lth_prunes_globally_by_rounds_and_rewinds():
     assert rounds == method.rounds - 1
     assert sum(_counts(method)) == round(0.1 * total)
     assert method.steps_trained == 5 + rounds - 1
-    _assert_pruned_zero(method, optimizer)
+    assert_pruned_zero(method, optimizer)
 
 
 def test_grown_weights_and_their_optimizer_state_start_at_zero():

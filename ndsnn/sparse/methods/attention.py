@@ -32,14 +32,13 @@ import copy
 import math
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ...nn.lif import LIF
 from ..density import erk_raw_score, proportional_densities
 from ..masks import top_k_mask
 from ..schedule import cosine_drop_fraction
-from .base import SparseMethod
+from .base import SparseMethod, mean_over_ranks
 
 
 def attention_map(activation: torch.Tensor) -> torch.Tensor:
@@ -75,14 +74,6 @@ def attention_importance(maps: torch.Tensor) -> float:
     p = mean_map / total
     entropy = float(-(p * torch.log(p.clamp_min(1e-30))).sum())
     return math.exp(entropy) / mean_map.numel()
-
-
-def _mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= dist.get_world_size()
-    return value
 
 
 class AttentionGuided(SparseMethod):
@@ -161,11 +152,7 @@ class AttentionGuided(SparseMethod):
         for name, layer in self.layers:
             n = round(fraction * int(layer.weight_mask.sum()))
             plans.append((layer, n, n, layer.weight.detach().abs(), self.score(name, layer, "momentum")))
-        counts = self.drop_and_grow(plans)
-        names = [name for name, _ in self.layers]
-        return {"drop_fraction": fraction,
-                "dropped": {n: d for n, (d, _) in zip(names, counts, strict=True)},
-                "grown": {n: g for n, (_, g) in zip(names, counts, strict=True)}}  # fmt: skip
+        return {"drop_fraction": fraction, **self.counts_record(self.drop_and_grow(plans))}
 
     @torch.no_grad()
     def compress(self) -> dict:
@@ -176,7 +163,7 @@ class AttentionGuided(SparseMethod):
             if output is None:  # the layer did not run on the last batch: no evidence, ERK's share
                 importance[name] = 1.0
                 continue
-            importance[name] = attention_importance(_mean_over_ranks(attention_map(output.detach()).mean(0)[None]))
+            importance[name] = attention_importance(mean_over_ranks(attention_map(output.detach()).mean(0)[None]))
             self.decision_ops += output.numel()
         shapes = [tuple(layer.weight.shape) for _, layer in self.layers]
         sizes = [math.prod(s) for s in shapes]
@@ -204,7 +191,7 @@ class AttentionGuided(SparseMethod):
         if output is None:
             scores = layer.weight.detach().abs().flatten(1).sum(1)
         else:
-            scores = _mean_over_ranks(channel_attention(output))
+            scores = mean_over_ranks(channel_attention(output))
         rows = top_k_mask(scores.to(layer.weight.device), keep)
         return rows.view(-1, *([1] * (layer.weight.dim() - 1))).expand_as(layer.weight).clone()
 

@@ -9,6 +9,7 @@ with the model. After every step pruned weights and their optimizer state are ze
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ...nn.convert import masked_modules, sparsify
@@ -180,6 +181,12 @@ class SparseMethod:
             result.append((n_drop, int(grown.sum())))
         return result
 
+    def counts_record(self, counts: list[tuple[int, int]], labels: tuple[str, str] = ("dropped", "grown")) -> dict:
+        """drop_and_grow's (dropped, grown) per layer as two {layer name: count} entries of a log record."""
+        names = [name for name, _ in self.layers]
+        return {label: {name: pair[i] for name, pair in zip(names, counts, strict=True)}
+                for i, label in enumerate(labels)}  # fmt: skip
+
     def state_dict(self) -> dict:
         return {
             "name": self.name,
@@ -199,3 +206,34 @@ class SparseMethod:
         self.decision_ops = int(state.get("decision_ops", 0))
         self.gradient_momentum = {k: v.clone() for k, v in state.get("gradient_momentum", {}).items()}
         self._set_gradient_flags()
+
+
+class ScheduledMethod(SparseMethod):
+    """A method that starts at init_density and changes masks until stop_fraction of total_steps (required),
+    then keeps them: NDSNN, criticality, pq_index."""
+
+    def __init__(self, *args, init_density: float, stop_fraction: float, **kwargs) -> None:
+        if not isinstance(stop_fraction, (int, float)) or not 0.0 < stop_fraction <= 1.0:
+            raise ValueError(f"stop_fraction must be in (0, 1], got {stop_fraction!r}")
+        self.init_density, self.stop_fraction = init_density, stop_fraction
+        super().__init__(*args, **kwargs)
+        if self.total_steps is None:
+            raise ValueError(f"{self.name} needs total_steps (its schedule runs over training)")
+        if init_density < self.density:
+            raise ValueError(f"init_density ({init_density}) must be at least the final density ({self.density})")
+
+    def initial_density(self) -> float:
+        return self.init_density
+
+    def stop_step(self) -> int:
+        return int(self.stop_fraction * self.total_steps)
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a statistic over the ranks of a process group (each rank measured its own mini-batch), so
+    that every rank makes the same decisions from it; the value itself in a single process."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value

@@ -33,7 +33,6 @@ positions of equally critical channels are broken at random (seeded).
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ...nn.lif import LIF
@@ -42,7 +41,7 @@ from ...ops.surrogate import DEFAULT_ALPHA, surrogate_grad
 from ..channels import channel_mask, kept_channels, restart_channels, silence_channels
 from ..masks import top_k_mask
 from ..schedule import cubic_density
-from .base import SparseMethod
+from .base import ScheduledMethod, mean_over_ranks
 
 
 def channel_criticality(h: torch.Tensor, lif: LIF) -> torch.Tensor:
@@ -60,16 +59,7 @@ def channel_criticality(h: torch.Tensor, lif: LIF) -> torch.Tensor:
     return score.mean(0)
 
 
-def _mean_over_ranks(score: torch.Tensor) -> torch.Tensor:
-    """Each rank scores its own mini-batch: average, so that every rank makes the same decisions."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        score = score.clone()
-        dist.all_reduce(score)
-        score /= dist.get_world_size()
-    return score
-
-
-class Criticality(SparseMethod):
+class Criticality(ScheduledMethod):
     name = "criticality"
 
     def __init__(self, *args, regeneration_ratio: float = 0.5, init_density: float = 1.0,
@@ -77,8 +67,6 @@ class Criticality(SparseMethod):
                  structured: bool = False, slimming: float = 1e-4, **kwargs) -> None:  # fmt: skip
         if not 0.0 <= regeneration_ratio <= 1.0:
             raise ValueError(f"regeneration_ratio must be in [0, 1], got {regeneration_ratio!r}")
-        if not 0.0 < stop_fraction <= 1.0:
-            raise ValueError(f"stop_fraction must be in (0, 1], got {stop_fraction!r}")
         if schedule_power <= 0:
             raise ValueError(f"schedule_power must be positive, got {schedule_power!r}")
         if slimming < 0:
@@ -86,15 +74,11 @@ class Criticality(SparseMethod):
         self.structured, self.slimming = structured, slimming
         self.norms: dict[str, nn.modules.batchnorm._BatchNorm] = {}  # layer name -> its batch norm
         self.norm_names: dict[str, str] = {}
-        self.regeneration_ratio, self.init_density = regeneration_ratio, init_density
-        self.stop_fraction, self.schedule_power, self.global_magnitude = stop_fraction, schedule_power, global_magnitude
+        self.regeneration_ratio, self.schedule_power, self.global_magnitude = (
+            regeneration_ratio, schedule_power, global_magnitude)  # fmt: skip
         self.recording = False
         self.call_order: list[tuple[str, nn.Module]] = []
-        super().__init__(*args, **kwargs)
-        if self.total_steps is None:
-            raise ValueError("criticality needs total_steps (its pruning schedule runs over training)")
-        if init_density < self.density:
-            raise ValueError(f"init_density ({init_density}) must be at least the final density ({self.density})")
+        super().__init__(*args, init_density=init_density, stop_fraction=stop_fraction, **kwargs)
         self.neurons = [(name, m) for name, m in self.model.named_modules() if isinstance(m, LIF)]
         if not self.neurons:
             raise ValueError("criticality needs LIF neurons (ndsnn.nn.LIF) in the model")
@@ -112,18 +96,12 @@ class Criticality(SparseMethod):
 
         return hook
 
-    def initial_density(self) -> float:
-        return self.init_density
-
     def _follower(self, index: int, kind: type, channels: int, ready) -> nn.Module | None:
         """The first module of `kind` with `channels` channels that ran after call `index` (and is ready)."""
         for _, later in self.call_order[index + 1 :]:
             if isinstance(later, kind) and ready(later) == channels:
                 return later
         return None
-
-    def stop_step(self) -> int:
-        return int(self.stop_fraction * self.total_steps)
 
     def scheduled_density(self, step: int) -> float:
         return cubic_density(step, self.init_density, self.density, 0, self.stop_step(), self.schedule_power)
@@ -151,7 +129,7 @@ class Criticality(SparseMethod):
             channels = module.weight.shape[0]
             neuron = self._follower(index, LIF, channels, lambda m: m.last_h.shape[2] if m.last_h is not None else -1)
             if neuron is not None:
-                scores[name] = _mean_over_ranks(channel_criticality(neuron.last_h, neuron))
+                scores[name] = mean_over_ranks(channel_criticality(neuron.last_h, neuron))
                 self.decision_ops += neuron.last_h.numel()
             if self.structured and name not in self.norms:
                 norm = self._follower(index, nn.modules.batchnorm._BatchNorm, channels, lambda m: m.num_features)
@@ -197,11 +175,9 @@ class Criticality(SparseMethod):
         counts = self.drop_and_grow(plans)
         for _, neuron in self.neurons:
             neuron.last_h = None
-        names = [name for name, _ in self.layers]
         return {
             "scheduled_density": density,
-            "dropped": {name: d for name, (d, _) in zip(names, counts, strict=True)},
-            "regenerated": {name: g for name, (_, g) in zip(names, counts, strict=True)},
+            **self.counts_record(counts, ("dropped", "regenerated")),
             "criticality_mean": {name: float(score.mean()) for name, score in criticality.items()},
         }
 

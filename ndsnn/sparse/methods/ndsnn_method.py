@@ -13,33 +13,20 @@ drop_fraction, stop_fraction.
 from __future__ import annotations
 
 from ..schedule import cosine_drop_fraction, cubic_density
-from .base import SparseMethod
+from .base import ScheduledMethod
 
 
-class NDSNN(SparseMethod):
+class NDSNN(ScheduledMethod):
     name = "ndsnn"
 
     def __init__(self, *args, init_density: float = 0.5, drop_fraction: float = 0.3, stop_fraction: float = 0.75,
                  schedule_power: float = 3.0, **kwargs) -> None:  # fmt: skip
-        if not 0.0 < stop_fraction <= 1.0:
-            raise ValueError(f"stop_fraction must be in (0, 1], got {stop_fraction!r}")
         if not 0.0 <= drop_fraction <= 1.0:
             raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction!r}")
         if schedule_power <= 0:
             raise ValueError(f"schedule_power must be positive, got {schedule_power!r}")
-        self.init_density, self.drop_fraction, self.stop_fraction = init_density, drop_fraction, stop_fraction
-        self.schedule_power = schedule_power
-        super().__init__(*args, **kwargs)
-        if self.total_steps is None:
-            raise ValueError("ndsnn needs total_steps (its density schedule runs over training)")
-        if init_density < self.density:
-            raise ValueError(f"init_density ({init_density}) must be at least the final density ({self.density})")
-
-    def initial_density(self) -> float:
-        return self.init_density
-
-    def stop_step(self) -> int:
-        return int(self.stop_fraction * self.total_steps)
+        self.drop_fraction, self.schedule_power = drop_fraction, schedule_power
+        super().__init__(*args, init_density=init_density, stop_fraction=stop_fraction, **kwargs)
 
     def wants_dense_gradient(self) -> bool:
         return True
@@ -59,10 +46,8 @@ class NDSNN(SparseMethod):
                 raise RuntimeError("ndsnn grows by gradient: call method.step() after backward and optimizer.step()")
             plans.append((layer, kept - target + n_grow, n_grow, layer.weight.abs(), layer.weight.grad.abs()))
         counts = self.drop_and_grow(plans)
-        names = [name for name, _ in self.layers]
         return {
             "scheduled_density": density,
             "drop_fraction": fraction,
-            "dropped": {name: d for name, (d, _) in zip(names, counts, strict=True)},
-            "grown": {name: g for name, (_, g) in zip(names, counts, strict=True)},
+            **self.counts_record(counts),
         }

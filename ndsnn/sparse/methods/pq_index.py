@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import SparseMethod
+from .base import ScheduledMethod
 
 Number = float | torch.Tensor
 
@@ -105,7 +105,7 @@ def smallest_per_row(values: torch.Tensor, mask: torch.Tensor, counts: torch.Ten
     return (rank < counts.unsqueeze(1)) & mask
 
 
-class PQIndex(SparseMethod):
+class PQIndex(ScheduledMethod):
     """Adaptive-density rewiring driven by each layer's (or neuron's) PQ index; see the module docstring."""
 
     name = "pq_index"
@@ -122,7 +122,6 @@ class PQIndex(SparseMethod):
             ("gamma", gamma, gamma > 0, "> 0"),
             ("beta", beta, 0 < beta <= 1, "in (0, 1]"),
             ("regrow_share", regrow_share, 0 <= regrow_share <= 1, "in [0, 1]"),
-            ("stop_fraction", stop_fraction, 0 < stop_fraction <= 1, "in (0, 1]"),
             ("init_density", init_density, 0 < init_density <= 1, "in (0, 1]"),
         )
         for label, value, ok, rule in checks:
@@ -132,20 +131,9 @@ class PQIndex(SparseMethod):
             raise ValueError(f"scope must be one of {', '.join(self.SCOPES)}; got {scope!r}")
         if grow_criterion not in self.GROW_CRITERIA:
             raise ValueError(f"grow_criterion must be one of {', '.join(self.GROW_CRITERIA)}; got {grow_criterion!r}")
-        self.init_density, self.p, self.q, self.eta, self.gamma, self.beta = init_density, p, q, eta, gamma, beta
+        self.p, self.q, self.eta, self.gamma, self.beta = p, q, eta, gamma, beta
         self.regrow_share, self.scope, self.grow_criterion = regrow_share, scope, grow_criterion
-        self.stop_fraction = stop_fraction
-        super().__init__(*args, **kwargs)
-        if self.total_steps is None:
-            raise ValueError("pq_index needs total_steps (it rewires until stop_fraction of training)")
-        if init_density < self.density:
-            raise ValueError(f"init_density ({init_density}) must be at least the final density ({self.density})")
-
-    def initial_density(self) -> float:
-        return self.init_density
-
-    def stop_step(self) -> int:
-        return int(self.stop_fraction * self.total_steps)
+        super().__init__(*args, init_density=init_density, stop_fraction=stop_fraction, **kwargs)
 
     def wants_dense_gradient(self) -> bool:
         return self.grow_criterion == "gradient"
@@ -185,10 +173,8 @@ class PQIndex(SparseMethod):
             n_grow = max(round(self.regrow_share * n_drop), n_drop - (kept - min(floor, kept)))
             plans.append((layer, n_drop, n_grow, drop_score, self.score(name, layer, self.grow_criterion)))
         counts = self.drop_and_grow(plans)
-        names = [name for name, _ in self.layers]
         return {
             "pqi": pqis,
             "ratio": ratios,
-            "dropped": {name: d for name, (d, _) in zip(names, counts, strict=True)},
-            "grown": {name: g for name, (_, g) in zip(names, counts, strict=True)},
+            **self.counts_record(counts),
         }

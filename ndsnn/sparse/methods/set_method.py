@@ -50,9 +50,7 @@ class SET(SparseMethod):
                 drop = torch.rand(layer.weight.shape, generator=self.generator).to(layer.weight.device)
             plans.append((layer, n, n, drop, self.score(name, layer, self.grow_criterion)))
         counts = self.drop_and_grow(plans)
-        names = [name for name, _ in self.layers]
         return {
             "drop_fraction": fraction,
-            "dropped": {name: d for name, (d, _) in zip(names, counts, strict=True)},
-            "grown": {name: g for name, (_, g) in zip(names, counts, strict=True)},
+            **self.counts_record(counts),
         }
