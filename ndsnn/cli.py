@@ -107,6 +107,30 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from .reproduce import BUDGETS, run_sweep
+    from .reproduce.report import write_report
+
+    budget = BUDGETS[args.budget]
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in
+               (("methods", args.methods), ("sparsities", args.sparsities), ("seeds", args.seeds),
+                ("epochs", args.epochs), ("timesteps", args.timesteps), ("train_samples", args.train_samples))
+               if v is not None}  # fmt: skip
+    for sparsity in changes.get("sparsities", ()):
+        if not 0.0 <= sparsity < 1.0:
+            raise UsageError(f"--sparsities must be in [0, 1), got {sparsity}")
+    budget = dataclasses.replace(budget, **changes)
+    out = Path(args.out or f"runs/reproduce-{budget.dataset}-{budget.name}")
+    summaries = run_sweep(budget, out, args.data_dir, in_process=args.in_process)
+    results = write_report(summaries, budget.to_dict(), out)
+    print((out / "results.md").read_text())
+    print(f"results in {out}: results.json, results.md, " + ", ".join(Path(p).name for p in results["plots"]))
+    return 0
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     from .data import DATASETS
     from .models import MODELS
@@ -153,6 +177,28 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--json", action="store_true", help="print the summary as JSON")
 
 
+def _add_reproduce_options(parser: argparse.ArgumentParser) -> None:
+    from .reproduce import BUDGETS, METHODS
+
+    add = parser.add_argument
+    add("dataset", choices=["fashion-mnist"], help="the comparison's data set")
+    add(
+        "--budget",
+        choices=list(BUDGETS),
+        default="cpu",
+        help="cpu: subsets, 3 epochs, T=2; gpu: full data, 30 epochs, T=4",
+    )
+    add("--methods", nargs="+", choices=list(METHODS), default=None, help="default: all, dense included")
+    add("--sparsities", nargs="+", type=float, default=None, help="default 0.9 0.95 0.98 0.99")
+    add("--seeds", nargs="+", type=int, default=None, help="default: the budget's (at least 2)")
+    add("--epochs", type=int, default=None)
+    add("--timesteps", type=int, default=None)
+    add("--train-samples", type=int, default=None)
+    add("--data-dir", default=None)
+    add("--out", default=None, help="sweep directory (default runs/reproduce-<dataset>-<budget>); rerun to resume")
+    add("--in-process", action="store_true", help="run the trainings in this process (default: one process each)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ndsnn", description="Sparse spiking neural networks.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -172,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True)
     export.add_argument("--out", required=True)
     export.set_defaults(run=_export)
+    reproduce = commands.add_parser("reproduce", help="compare every method on Fashion-MNIST (a resumable sweep)")
+    _add_reproduce_options(reproduce)
+    reproduce.set_defaults(run=_reproduce)
     info = commands.add_parser("info", help="versions, compiled kernels and devices")
     info.add_argument("--json", action="store_true", help="print as JSON")
     info.set_defaults(run=_info)

@@ -256,10 +256,10 @@ def test_criticality_needs_neurons():
         create("criticality", model, torch.optim.SGD(model.parameters(), lr=0.1), total_steps=10)
 
 
-def _ddp_worker(rank: int, init_file: str, name: str, out_dir: str) -> None:
+def _ddp_worker(rank: int, init_file: str, name: str, config: dict, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        model, optimizer, method = _setup(name)
+        model, optimizer, method = _setup(name, **config)
         network = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
         masks = []
         for step in range(12):
@@ -271,9 +271,11 @@ def _ddp_worker(rank: int, init_file: str, name: str, out_dir: str) -> None:
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo in this torch build")
-@pytest.mark.parametrize("name", ["criticality", "attention"])
-def test_masks_identical_on_two_ranks(tmp_path, name):
-    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), name, str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize(
+    "name, config", [("criticality", {}), ("criticality", {"structured": True}), ("attention", {})]
+)
+def test_masks_identical_on_two_ranks(tmp_path, name, config):
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), name, config, str(tmp_path)), nprocs=2, join=True)
     first, second = (torch.load(tmp_path / f"{name}-{rank}.pt") for rank in range(2))
     for step_a, step_b in zip(first, second, strict=True):
         for a, b in zip(step_a, step_b, strict=True):
