@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from sparse_checks import assert_pruned_zero
+from sparse_checks import assert_pruned_zero, ddp_mask_history, small_batch, small_model
 from torch import nn
 
 from ndsnn.sparse import create
@@ -119,20 +119,8 @@ def test_smallest_per_row_selects_within_rows():
 
 
 # -- the method on a small model --------------------------------------------------------------------------
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 4 * 4, 5)
-    )
-
-
-def _batch(step: int):
-    g = torch.Generator().manual_seed(step)
-    return torch.randn(6, 2, 6, 6, generator=g), torch.randint(0, 5, (6,), generator=g)
-
-
 def _forward_backward(model, optimizer, step: int) -> None:
-    x, y = _batch(step)
+    x, y = small_batch(step)
     optimizer.zero_grad()
     nn.functional.cross_entropy(model(x), y).backward()
     optimizer.step()
@@ -147,7 +135,7 @@ def _train(model, optimizer, method, steps, start=0, each=None):
 
 
 def _setup(lr: float = 0.05, **config):
-    model = _model()
+    model = small_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     config.setdefault("sparsity", 0.8)
     config.setdefault("total_steps", 40)
@@ -316,7 +304,7 @@ def test_state_dict_resumes_with_identical_masks(scope):
     ],
 )
 def test_bad_arguments(config, match):
-    model = _model()
+    model = small_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     config = {"total_steps": 10, **config}
     with pytest.raises(ValueError, match=match):
@@ -340,15 +328,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             method = create("pq_index", model, optimizer, sparsity=0.8, update_interval=2, total_steps=10, seed=3,
                             scope=scope, grow_criterion=grow)  # fmt: skip
             ddp = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)  # masks are not copied over
-            g = torch.Generator().manual_seed(100 + rank)  # different data on every rank
-            masks = []
-            for _ in range(10):
-                x, y = torch.randn(4, 2, 6, 6, generator=g), torch.randint(0, 4, (4,), generator=g)
-                optimizer.zero_grad()
-                nn.functional.cross_entropy(ddp(x), y).backward()
-                optimizer.step()
-                method.step()
-                masks.append([layer.weight_mask.clone() for _, layer in method.layers])
+            masks = ddp_mask_history(ddp, optimizer, method, rank, steps=10)
             runs.append({"masks": masks, "log": method.log})
         torch.save(runs, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from sparse_checks import ddp_mask_history
 from torch import nn
 
 from ndsnn.sparse import create
@@ -30,15 +31,7 @@ def _worker(rank: int, init_file: str, method_name: str, out_dir: str) -> None:
         # broadcast_buffers=False: DDP would otherwise copy rank 0's masks (buffers) to the others at every
         # forward and hide diverging decisions
         ddp = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
-        g = torch.Generator().manual_seed(100 + rank)  # different data on every rank
-        masks = []
-        for _ in range(8):
-            x, y = torch.randn(4, 2, 6, 6, generator=g), torch.randint(0, 4, (4,), generator=g)
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(ddp(x), y).backward()
-            optimizer.step()
-            method.step()
-            masks.append([layer.weight_mask.clone() for _, layer in method.layers])
+        masks = ddp_mask_history(ddp, optimizer, method, rank, steps=8)
         torch.save({"masks": masks, "log": method.log}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from sparse_checks import assert_pruned_zero
+from sparse_checks import assert_pruned_zero, small_batch, small_model
 from torch import nn
 
 import ndsnn
@@ -14,21 +14,9 @@ from ndsnn.sparse import create
 from ndsnn.sparse.schedule import cosine_drop_fraction
 
 
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 4 * 4, 5)
-    )
-
-
-def _batch(step: int):
-    g = torch.Generator().manual_seed(step)
-    return torch.randn(6, 2, 6, 6, generator=g), torch.randint(0, 5, (6,), generator=g)
-
-
 def _train(model, optimizer, method, steps, start=0):
     for step in range(start, start + steps):
-        x, y = _batch(step)
+        x, y = small_batch(step)
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
@@ -36,7 +24,7 @@ def _train(model, optimizer, method, steps, start=0):
 
 
 def _setup(name, **config):
-    model = _model()
+    model = small_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     config.setdefault("sparsity", 0.8)
     method = create(name, model, optimizer, **config)
@@ -74,7 +62,7 @@ def test_rigl_grows_where_the_dense_gradient_is_largest():
     _train(model, optimizer, method, 1)
     layers = method.layers
     assert all(layer.dense_weight_grad for _, layer in layers)  # the next step updates: dense gradient asked
-    x, y = _batch(1)
+    x, y = small_batch(1)
     optimizer.zero_grad()
     nn.functional.cross_entropy(model(x), y).backward()
     grads = [layer.weight.grad.abs().clone() for _, layer in layers]
@@ -151,7 +139,7 @@ def test_first_and_last_layers_can_stay_dense():
     ],
 )
 def test_bad_configuration(name, config, match):
-    model = _model()
+    model = small_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match=match):
         create(name, model, optimizer, **config)
@@ -183,7 +171,7 @@ def test_momentum_criterion_grows_where_the_running_gradient_is_largest():
 
 
 def test_unknown_criterion():
-    model = _model()
+    model = small_model()
     with pytest.raises(ValueError, match="grow_criterion must be one of magnitude, gradient, momentum, random"):
         create("set", model, torch.optim.SGD(model.parameters(), lr=0.1), grow_criterion="luck")
 
@@ -233,7 +221,7 @@ def test_grown_weights_and_their_optimizer_state_start_at_zero():
 
 
 def test_static_magnitude_mask_keeps_the_largest_initial_weights():
-    model = _model()
+    model = small_model()
     initial = [m.weight.detach().clone() for m in (model[0], model[2], model[5])]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     method = create("static", model, optimizer, sparsity=0.7, mask_init="magnitude")
@@ -270,7 +258,7 @@ def test_any_module_with_a_weight_can_be_sparse():
     kept = int(custom.weight_mask.sum())
     assert kept == method.kept_targets(0.25)[1]
     for step in range(4):
-        x, y = _batch(step)
+        x, y = small_batch(step)
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()

@@ -34,8 +34,14 @@ class MaskedWeight:
 
     @property
     def density(self) -> float:
-        """Fraction of kept weights."""
-        return self.weight_mask.count_nonzero().item() / max(1, self.weight_mask.numel())
+        """Fraction of kept weights; counted again only after the mask changed (its version counter moves on
+        every in-place change), so reading it every step costs no device sync."""
+        mask = self.weight_mask
+        key = (mask.data_ptr(), mask._version)
+        if getattr(self, "_density_key", None) != key:
+            self._density_value = mask.count_nonzero().item() / max(1, mask.numel())
+            self._density_key = key
+        return self._density_value
 
     @property
     def sparsity(self) -> float:

@@ -42,6 +42,14 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         os.close(directory)
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Replaces `path` with `text` in one rename, so readers see the old file or the new one."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -10,11 +10,10 @@ from torch import nn
 
 from .. import models
 from ..data import dataset_info, load_dataset, normalize_batch
-from ..models import per_step_cross_entropy
 from ..nn.convert import masked_modules
 from .checkpoint import CheckpointError, load_checkpoint
 from .export import load_compact, model_spec
-from .trainer import resolve_device
+from .trainer import overall_density, resolve_device, test_totals
 
 
 def load_model(path: str | Path, device: torch.device) -> tuple[nn.Module, dict[str, Any], str]:
@@ -42,15 +41,8 @@ def evaluate_file(path: str | Path, data_dir: str | None = None, device: str = "
     model.eval()
     test_set = load_dataset(dataset, "test", data_dir)
     loader = torch.utils.data.DataLoader(test_set, batch_size=batch_size)
-    loss_sum = correct = count = 0.0
-    for images, labels in loader:
-        logits = model(normalize_batch(images.to(target), test_set.info)).float()
-        labels = labels.to(target)
-        loss_sum += per_step_cross_entropy(logits, labels).item() * len(labels)
-        correct += (logits.mean(0).argmax(-1) == labels).sum().item()
-        count += len(labels)
-    layers = [layer for _, layer in masked_modules(model)]
-    kept = sum(int(layer.weight_mask.sum()) for layer in layers)
-    total = sum(layer.weight_mask.numel() for layer in layers)
+    to_inputs = lambda images: normalize_batch(images.to(target), test_set.info)  # noqa: E731
+    loss_sum, correct, count = test_totals(model, loader, to_inputs, target)
+    sparsity = 1.0 - overall_density(layer for _, layer in masked_modules(model))
     return {"checkpoint": str(path), "dataset": dataset, "test_accuracy": correct / max(1.0, count),
-            "test_loss": loss_sum / max(1.0, count), "samples": int(count), "sparsity": 1.0 - kept / total}  # fmt: skip
+            "test_loss": loss_sum / max(1.0, count), "samples": int(count), "sparsity": sparsity}  # fmt: skip

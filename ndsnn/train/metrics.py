@@ -6,9 +6,10 @@ stopped."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from .checkpoint import atomic_write_text
 
 
 class MetricsLog:
@@ -22,11 +23,7 @@ class MetricsLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = [r for r in self.read() if r.get("step", 0) <= resume_step] if resume_step is not None else []
-        temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "w") as handle:
-            for record in kept:
-                handle.write(json.dumps(record) + "\n")
-        os.replace(temporary, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:

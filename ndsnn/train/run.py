@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import atomic_write_text
 from .config import ConfigError, TrainConfig
 from .export import export_compact, model_spec
 from .plots import plot_run
@@ -77,9 +78,7 @@ def write_outputs(trainer: Trainer, summary: dict[str, Any], plots: bool) -> dic
         written = plot_run(trainer.metrics.read(), summary, out / "plots")
         outputs["plots"] = ", ".join(str(p) for p in written)
     summary_path = out / "summary.json"
-    temporary = summary_path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({**summary, "outputs": outputs}, indent=2) + "\n")
-    os.replace(temporary, summary_path)
+    atomic_write_text(summary_path, json.dumps({**summary, "outputs": outputs}, indent=2) + "\n")
     outputs["summary"] = str(summary_path)
     return outputs
 

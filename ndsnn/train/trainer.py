@@ -269,14 +269,9 @@ class Trainer:
         batches = [
             indices[i : i + 2 * self.config.batch_size] for i in range(0, len(indices), 2 * self.config.batch_size)
         ]
-        totals = [0.0, 0.0, 0.0]
-        for images, labels in self._loader(self.test_set, batches):
-            x, labels = self._inputs(images, None), labels.to(self.device)
-            with self._autocast():
-                logits = self.model(x).float()
-            totals[0] += per_step_cross_entropy(logits, labels).item() * len(labels)
-            totals[1] += (logits.mean(0).argmax(-1) == labels).sum().item()
-            totals[2] += len(labels)
+        loader = self._loader(self.test_set, batches)
+        with self._autocast():
+            totals = test_totals(self.model, loader, lambda images: self._inputs(images, None), self.device)
         self.model.train()
         loss_sum, correct, count = self.dist.sum(totals, self.device)
         return loss_sum / max(1.0, count), correct / max(1.0, count), int(count)
@@ -288,8 +283,7 @@ class Trainer:
     # -- state -------------------------------------------------------------------------------------------
     def density(self) -> float:
         """Kept fraction of all sparse weights (the layers the method manages)."""
-        kept = sum(int(layer.weight_mask.sum()) for _, layer in self.method.layers)
-        return kept / sum(layer.weight_mask.numel() for _, layer in self.method.layers)
+        return overall_density(layer for _, layer in self.method.layers)
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "train", "format": 1, "ndsnn": __version__, "config": self.config.to_dict(),
@@ -345,6 +339,26 @@ class Trainer:
             "versions": {"ndsnn": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
             "config": self.config.to_dict(),
         }  # fmt: skip
+
+
+@torch.no_grad()
+def test_totals(model: nn.Module, loader, to_inputs, device: torch.device) -> list[float]:
+    """[loss sum, correct, samples] of `model` over `loader` (loss: mean over T of the cross-entropy; the
+    prediction: the logits averaged over T); to_inputs turns a uint8 image batch into the model's input."""
+    totals = [0.0, 0.0, 0.0]
+    for images, labels in loader:
+        logits = model(to_inputs(images)).float()
+        labels = labels.to(device)
+        totals[0] += per_step_cross_entropy(logits, labels).item() * len(labels)
+        totals[1] += (logits.mean(0).argmax(-1) == labels).sum().item()
+        totals[2] += len(labels)
+    return totals
+
+
+def overall_density(layers) -> float:
+    """Kept weights over all weights of the given masked layers."""
+    sizes_and_densities = [(layer.weight_mask.numel(), layer.density) for layer in layers]
+    return sum(n * d for n, d in sizes_and_densities) / sum(n for n, _ in sizes_and_densities)
 
 
 def _no_buffer_sync() -> dict[str, bool]:

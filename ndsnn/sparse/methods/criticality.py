@@ -212,9 +212,9 @@ class Criticality(ScheduledMethod):
                 "criticality_mean": {name: float(score.mean()) for name, score in criticality.items()}}  # fmt: skip
 
     def silence_pruned_channels(self) -> None:
+        layers = dict(self.layers)
         for name, norm in self.norms.items():
-            layer = dict(self.layers)[name]
-            silence_channels(norm, ~kept_channels(layer.weight_mask), self.optimizer)
+            silence_channels(norm, ~kept_channels(layers[name].weight_mask), self.optimizer)
 
     def step(self) -> None:
         super().step()
