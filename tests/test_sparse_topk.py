@@ -90,7 +90,7 @@ def test_triton_requested_without_it_is_a_clear_error(monkeypatch):
         topk.grow_topk(scores, candidates, [1] * 5, implementation="triton")
 
 
-def test_auto_without_triton_is_the_topk_loop(monkeypatch):
+def test_auto_is_the_topk_loop(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     scores, candidates = _case(4)
     counts = [5, 50, 3, 1, 0]
