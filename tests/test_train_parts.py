@@ -191,3 +191,12 @@ def test_compact_export_round_trip(tmp_path):
     with pytest.raises(CheckpointError, match="not an ndsnn compact file"):
         save_checkpoint({"kind": "train"}, tmp_path / "train.pt")
         load_compact(tmp_path / "train.pt")
+
+
+def test_more_processes_than_gpus_is_a_clear_error():
+    from ndsnn.train.config import ConfigError
+    from ndsnn.train.trainer import local_cuda_device
+
+    visible = torch.cuda.device_count()
+    with pytest.raises(ConfigError, match=rf"LOCAL_RANK {visible} but only {visible} GPU\(s\) are visible"):
+        local_cuda_device(visible)

@@ -48,6 +48,7 @@ class TrainConfig:
     log_interval: int = 10  # steps between metric lines
     progress: bool = True
     debug_masks: bool = False  # compare a hash of the masks across ranks after every mask update
+    deterministic: bool = False  # deterministic cuDNN / cuBLAS algorithms: bit-exact resume on GPU, slower
     train_samples: int | None = None  # a fixed random subset of the training split (quick runs); None: all
     test_samples: int | None = None
     stop_after_steps: int | None = None  # checkpoint and stop at this step (time-limited jobs); resume goes on

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import random
 import sys
 import time
@@ -41,7 +42,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 INIT_DENSITY_METHODS = ("ndsnn", "criticality", "pq_index")
 # Options that may change when a run is resumed: they do not change its numbers.
 RUNTIME_OPTIONS = ("data_dir", "out", "device", "workers", "progress", "log_interval", "checkpoint_interval",
-                   "debug_masks", "stop_after_steps")  # fmt: skip
+                   "debug_masks", "stop_after_steps", "deterministic")  # fmt: skip
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,6 +54,26 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def use_deterministic_algorithms() -> None:
+    """Deterministic cuDNN and cuBLAS choices, so that a resumed GPU run repeats the uninterrupted one bit for
+    bit (CPU runs are deterministic already). An op with no deterministic CUDA version warns instead of failing."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def local_cuda_device(local_rank: int) -> torch.device:
+    """This process's GPU under torchrun: one GPU per process, found by LOCAL_RANK."""
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise ConfigError(
+            f"--device cuda: this process has LOCAL_RANK {local_rank} but only {count} GPU(s) are visible; start "
+            f"at most {count} process(es) per node with torchrun --nproc_per_node, or train on --device cpu"
+        )
+    return torch.device("cuda", local_rank)
+
+
 class Trainer:
     """Builds everything a run needs from a TrainConfig; `fit()` trains (or resumes) and returns the summary."""
 
@@ -61,9 +82,11 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir)
         self.device = resolve_device(config.device)
+        if config.deterministic:
+            use_deterministic_algorithms()
         self.dist = DistContext.from_environment(self.device.type)
         if self.device.type == "cuda" and self.dist.enabled:
-            self.device = torch.device("cuda", self.dist.local_rank)
+            self.device = local_cuda_device(self.dist.local_rank)
             torch.cuda.set_device(self.device)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
