@@ -2,7 +2,7 @@
 
     ndsnn train [--config FILE] [options]     train a sparse SNN (defaults: NDSNN, 90% sparsity, digits)
     ndsnn evaluate --checkpoint FILE          test accuracy of a checkpoint or compact model
-    ndsnn export --checkpoint FILE --out F    the compact form of a trained model
+    ndsnn export --checkpoint FILE --out F    the compact form of a trained model (--format nir: a NIR graph)
     ndsnn info                                versions, compiled kernels, devices
 
 Bad arguments, data files or checkpoints end with a one-line message and exit code 2.
@@ -95,15 +95,44 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    import math
     import os
 
     import torch
 
+    from .nn.convert import masked_modules
     from .train import export_compact, load_model
+    from .train.trainer import overall_density
 
+    if args.dt is not None and args.format != "nir":
+        raise UsageError("--dt applies to --format nir only")
+    if args.dt is not None and not (math.isfinite(args.dt) and args.dt > 0):
+        raise UsageError(f"--dt must be a positive number of seconds, got {args.dt}")
+    if args.format == "nir":
+        try:
+            from .nir import DEFAULT_DT, UnsupportedLayerError, export_nir
+            from .nir.errors import require_nir
+
+            require_nir()
+        except ImportError as error:
+            raise UsageError(f"--format nir needs the nir package (pip install nir): {error}") from error
     model, spec, dataset = load_model(args.checkpoint, torch.device("cpu"))
-    path = export_compact(model, spec, dataset, args.out)
-    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
+    if args.format == "compact":
+        path = export_compact(model, spec, dataset, args.out)
+        layers = [layer for _, layer in masked_modules(model)]
+        density = f", density {100 * overall_density(layers):.2f}% of the masked weights" if layers else ""
+        print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB{density})")
+        return 0
+    frame = (spec["in_channels"], spec["image_size"], spec["image_size"])
+    try:
+        report = export_nir(model, args.out, frame, dt=args.dt or DEFAULT_DT, timesteps=spec["timesteps"])
+    except UnsupportedLayerError as error:
+        raise UsageError(str(error)) from error
+    except OSError as error:
+        raise UsageError(f"cannot write {args.out}: {error}") from error
+    print(f"wrote {report.path} (NIR graph, {report.nodes} nodes, dt {report.dt:g} s, {spec['timesteps']} steps; "
+          f"{report.nonzero:,} of {report.total:,} weights nonzero, density {100 * report.density:.2f}%; "
+          f"{os.path.getsize(report.path) / 1e6:.2f} MB)")  # fmt: skip
     return 0
 
 
@@ -167,6 +196,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--log-interval", type=int, default=S, help="steps between metric lines (default 10)")
     add("--no-progress", dest="progress", action="store_false", default=S, help="no progress bars")
     add("--debug-masks", action="store_true", default=S, help="check masks are equal on all ranks at every update")
+    add("--deterministic", action="store_true", default=S,
+        help="deterministic GPU algorithms: a resumed run repeats an uninterrupted one exactly (slower)")  # fmt: skip
     add("--train-samples", type=int, default=S, help="train on a fixed random subset of this size (quick runs)")
     add("--test-samples", type=int, default=S, help="evaluate on a fixed random subset of this size")
     add("--stop-after-steps", type=int, default=S, help="checkpoint and stop at this step; --resume goes on")
@@ -214,9 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=256)
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=_evaluate)
-    export = commands.add_parser("export", help="write the compact form (kept weights and indices) of a model")
-    export.add_argument("--checkpoint", required=True)
-    export.add_argument("--out", required=True)
+    export = commands.add_parser("export", help="write a trained model in compact form or as a NIR graph",
+                                 description="Write a trained model: compact (kept weights and their indices, "
+                                 "for ndsnn) or nir (a NIR graph for neuromorphic tools, batch norm folded, "
+                                 "pruned weights exactly zero). Prints the weights' density.")  # fmt: skip
+    export.add_argument("--checkpoint", required=True, help="checkpoint.pt or model_compact.pt")
+    export.add_argument("--out", required=True, help="file to write (e.g. model_compact.pt or model.nir)")
+    export.add_argument("--format", choices=["compact", "nir"], default="compact", help="default compact")
+    export.add_argument("--dt", type=float, default=None,
+                        help="nir: seconds per time step that NIR time constants refer to (default 1e-4)")  # fmt: skip
     export.set_defaults(run=_export)
     reproduce = commands.add_parser("reproduce", help="compare every method on Fashion-MNIST (a resumable sweep)")
     _add_reproduce_options(reproduce)

@@ -193,3 +193,8 @@ def test_published_methods_train_from_the_command_line(tmp_path, method):
         assert summary["sparsity"] == pytest.approx(0.9, abs=2e-3)
     else:
         assert 0.5 - 1e-3 <= summary["sparsity"] <= 0.9 + 2e-3
+    # evaluate and export rebuild the model, learned thresholds and leaks (attention) included
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--json"]) == 0
+    compact = tmp_path / "compact.pt"
+    assert main(["export", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(compact)]) == 0
+    assert main(["evaluate", "--checkpoint", str(compact), "--json"]) == 0

@@ -128,3 +128,14 @@ class LIF(nn.Module):
         if self.num_channels is not None:
             parts.append(f"num_channels={self.num_channels}")
         return ", ".join(parts)
+
+
+def learnable_like(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Makes the threshold / leak of every LIF layer learnable where `state_dict` holds them as parameters
+    (a model trained with learned neurons, e.g. by the attention method), so that it loads into a freshly
+    built model. Returns model."""
+    for name, module in model.named_modules():
+        if isinstance(module, LIF):
+            prefix = f"{name}." if name else ""
+            module.make_learnable(threshold=prefix + "threshold" in state_dict, tau=prefix + "tau_logit" in state_dict)
+    return model

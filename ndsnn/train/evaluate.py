@@ -11,6 +11,7 @@ from torch import nn
 from .. import models
 from ..data import dataset_info, load_dataset, normalize_batch
 from ..nn.convert import masked_modules
+from ..nn.lif import learnable_like
 from .checkpoint import CheckpointError, load_checkpoint
 from .export import load_compact, model_spec
 from .trainer import overall_density, resolve_device, test_totals
@@ -27,7 +28,7 @@ def load_model(path: str | Path, device: torch.device) -> tuple[nn.Module, dict[
     state = load_checkpoint(path, kind="train")
     config = state["config"]
     spec = model_spec(config, dataset_info(config["dataset"]))
-    model = models.create(**spec)
+    model = learnable_like(models.create(**spec), state["model"])
     model.load_state_dict(state["model"])
     return model.to(device), spec, config["dataset"]
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import __version__, models
 from ..nn.convert import masked_modules
+from ..nn.lif import learnable_like
 from .checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -62,5 +63,5 @@ def load_compact(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         mask[indices] = True
         state[key] = weight.view(entry["shape"])
         state[key + "_mask"] = mask.view(entry["shape"])
-    model.load_state_dict(state)
+    learnable_like(model, state).load_state_dict(state)
     return model.to(device), saved
