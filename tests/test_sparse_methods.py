@@ -266,3 +266,35 @@ def test_any_module_with_a_weight_can_be_sparse():
     assert int(custom.weight_mask.sum()) == kept and len(method.log) == 2
     assert torch.count_nonzero(model[2].weight[~model[2].weight_mask]) == 0
     assert torch.count_nonzero(optimizer.state[model[2].weight]["momentum_buffer"][~model[2].weight_mask]) == 0
+
+
+@pytest.mark.parametrize("method_name", ["set", "rigl", "ndsnn"])
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam", "adamw"])
+def test_zeroing_only_after_dense_gradients_changes_nothing(method_name, optimizer_name, monkeypatch):
+    """Pruned weights are zeroed only after a mask change or a dense-gradient backward; every other step leaves
+    them (and their optimizer state) at exactly zero anyway, so the run is bit-identical to zeroing every step."""
+    from ndsnn.sparse.methods.base import SparseMethod
+
+    def run(zero_every_step: bool) -> list[torch.Tensor]:
+        monkeypatch.setattr(SparseMethod, "zero_every_step", property(lambda self: zero_every_step))
+        model = small_model()
+        make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4),
+                "adam": lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=5e-4),
+                "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=5e-2)}[optimizer_name]  # fmt: skip
+        optimizer = make(model.parameters())
+        method = create(method_name, model, optimizer, sparsity=0.8, total_steps=12, update_interval=4)
+        for step in range(12):
+            x, y = small_batch(step)
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            method.step()
+            if optimizer_name == "sgd":
+                assert_pruned_zero(method, optimizer)
+            else:
+                for _, layer in method.layers:
+                    assert torch.count_nonzero(layer.weight[~layer.weight_mask]) == 0
+        return [p.detach().clone() for p in model.parameters()]
+
+    skipping, always = run(False), run(True)
+    assert all(torch.equal(a, b) for a, b in zip(skipping, always, strict=True))

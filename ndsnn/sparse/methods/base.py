@@ -15,7 +15,7 @@ from torch import nn
 from ...nn.convert import masked_modules, sparsify
 from ...nn.masked_module import MaskedModuleWeight
 from ...nn.masking import weight_state, zero_pruned_
-from ...nn.sparse_layers import MaskedWeight
+from ...nn.sparse_layers import MaskedWeight, SparseLinear, SparseSpikingConv2d
 from ..density import check_density, kept_counts, layer_densities
 from ..masks import magnitude_mask, random_mask, top_k_mask
 from ..topk import grow_topk
@@ -130,6 +130,7 @@ class SparseMethod:
 
     def step(self) -> None:
         """Call after optimizer.step(): counts the step, updates masks when due, keeps pruned weights zero."""
+        dense_backward = any(layer.dense_weight_grad for _, layer in self.layers)  # the backward just done
         self.step_count += 1
         if self.tracks_gradient_momentum():
             for name, layer in self.layers:  # before the first update, the first backward is dense too
@@ -140,8 +141,19 @@ class SparseMethod:
             record = {"step": self.step_count, **self.update()}
             record["density"] = {name: layer.density for name, layer in self.layers}
             self.log.append(record)
-        zero_pruned_(self.model, self.optimizer)
+            dense_backward = True
+        if dense_backward or self.zero_every_step:
+            zero_pruned_(self.model, self.optimizer)
         self._set_gradient_flags()
+
+    @property
+    def zero_every_step(self) -> bool:
+        """Whether pruned weights need zeroing after every step. Sparse layers give pruned weights an exact zero
+        gradient unless their backward is dense, so SGD (weight decay, momentum), Adam and AdamW leave zero
+        weights and zero state at zero: zeroing is needed only after a dense-gradient backward or a mask change,
+        which saves passes over every weight (the bool mask converted and multiplied, for weights and state).
+        Other masked modules compute dense gradients, so with any of them every step zeroes."""
+        return any(not isinstance(layer, (SparseSpikingConv2d, SparseLinear)) for _, layer in self.layers)
 
     def _set_gradient_flags(self) -> None:
         """Whether the next backward computes the dense weight gradient (a grow ranks it, or momentum tracks it)."""
