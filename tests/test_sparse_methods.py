@@ -257,12 +257,7 @@ def test_any_module_with_a_weight_can_be_sparse():
     assert isinstance(model[2].weight_mask, torch.Tensor) and "weight_mask" in model[2].state_dict()
     kept = int(custom.weight_mask.sum())
     assert kept == method.kept_targets(0.25)[1]
-    for step in range(4):
-        x, y = small_batch(step)
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        method.step()
+    _train(model, optimizer, method, 4)
     assert int(custom.weight_mask.sum()) == kept and len(method.log) == 2
     assert torch.count_nonzero(model[2].weight[~model[2].weight_mask]) == 0
     assert torch.count_nonzero(optimizer.state[model[2].weight]["momentum_buffer"][~model[2].weight_mask]) == 0
@@ -284,16 +279,8 @@ def test_zeroing_only_after_dense_gradients_changes_nothing(method_name, optimiz
         optimizer = make(model.parameters())
         method = create(method_name, model, optimizer, sparsity=0.8, total_steps=12, update_interval=4)
         for step in range(12):
-            x, y = small_batch(step)
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-            method.step()
-            if optimizer_name == "sgd":
-                assert_pruned_zero(method, optimizer)
-            else:
-                for _, layer in method.layers:
-                    assert torch.count_nonzero(layer.weight[~layer.weight_mask]) == 0
+            _train(model, optimizer, method, 1, start=step)
+            assert_pruned_zero(method, optimizer)  # weights, and SGD's momentum where there is one
         return [p.detach().clone() for p in model.parameters()]
 
     skipping, always = run(False), run(True)
