@@ -6,9 +6,10 @@ SGD (momentum 0.9, weight decay 5e-4) and the sparsity method's step. NDSNN's ma
 gradient for the grow ranking, then drop-and-grow) is timed on its own and amortised over the update
 interval (--update-interval, the trainer's default cap of 100). Variants:
 
-  ndsnn         ndsnn's layers: the fused LIF kernel, sparse convolutions through the dispatcher ("auto":
-                the sparse kernel where the measured crossover table says it wins, dense cuDNN / mkldnn on
-                weight * mask elsewhere), NDSNN's step
+  ndsnn         ndsnn's layers: batch norm + LIF fused into one op (the LIF kernel alone after the stem),
+                sparse convolutions through the dispatcher ("auto": the sparse kernel where the measured
+                crossover table says it wins, dense cuDNN / mkldnn on weight * mask elsewhere), NDSNN's step
+  ndsnn-unfused the same at the sparsest setting with batch norm and the LIF kernel run separately
   masked-dense  what sparse-training code for SNNs does today: nn.Conv2d / nn.Linear on weight * mask
                 (cuDNN / mkldnn), SpikingJelly's LIFNode (a plain PyTorch loop when SpikingJelly is absent),
                 the same NDSNN step
@@ -43,7 +44,7 @@ from common import SavedTensorBytes, environment, interleaved_medians, write_res
 
 from ndsnn.models import create  # noqa: E402
 from ndsnn.models.layers import DEFAULT_LIF, per_step_cross_entropy  # noqa: E402
-from ndsnn.nn import LIF, SparseLinear, SparseSpikingConv2d  # noqa: E402
+from ndsnn.nn import LIF, SparseLinear, SparseSpikingConv2d, batch_norm_lif_fusion  # noqa: E402
 from ndsnn.ops import lif_reference  # noqa: E402
 from ndsnn.sparse.methods import NDSNN  # noqa: E402
 
@@ -139,15 +140,17 @@ class StepRunner:
     """Model, optimizer and (for sparse variants) NDSNN; `step()` runs one training step on a fixed batch."""
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bf16: bool,
-                 method: NDSNN | None = None, reapply_masks: bool = False) -> None:  # fmt: skip
+                 method: NDSNN | None = None, reapply_masks: bool = False,
+                 fuse_bn_lif: bool = True) -> None:  # fmt: skip
         self.model, self.images, self.labels, self.bf16 = model, images, labels, bf16
+        self.fuse_bn_lif = fuse_bn_lif
         self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
         self.method = method
         self.masked_layers = [m for m in model.modules() if reapply_masks and hasattr(m, "weight_mask")]
 
     def forward_loss(self) -> torch.Tensor:
         autocast = torch.autocast(self.images.device.type, torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        with autocast:
+        with autocast, batch_norm_lif_fusion(self.fuse_bn_lif):
             logits = self.model(self.images)
             return per_step_cross_entropy(logits.float(), self.labels)
 
@@ -198,6 +201,13 @@ def build_runners(model_name: str, timesteps: int, batch: int, device: torch.dev
             method.optimizer = runner.optimizer
             runner.method = method
         runners[f"ndsnn@{sparsity}"] = runner
+        if sparsity == max(sparsities):  # the same step with batch norm and LIF as separate kernels
+            model, method = make_ndsnn_model(model_name, timesteps, sparsity, device, interval, 0)
+            unfused = StepRunner(model, images, labels, bf16, fuse_bn_lif=False)
+            if method is not None:
+                method.optimizer = unfused.optimizer
+                unfused.method = method
+            runners[f"ndsnn-unfused@{sparsity}"] = unfused
         if sparsity > 0:
             masked = replace_layers(model, masked=True, lif_kind="spikingjelly")
             # NDSNN's mask updates cost masked dense what they cost ndsnn: measured once, on the ndsnn variant

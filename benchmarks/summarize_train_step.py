@@ -21,6 +21,9 @@ def step_table(payload: dict) -> str:
     header = ("| model | T | precision | dense ms | dense + SpikingJelly ms | ndsnn dense ms | "
               + " | ".join(f"ndsnn {100 * s:g}% ms (x dense, memory)" for s in sparsities)
               + f" | masked dense {100 * sparsities[-1]:g}% ms (x dense) |")  # fmt: skip
+    unfused = any(r["variant"] == "ndsnn-unfused" for r in rows)
+    if unfused:
+        header += f" ndsnn {100 * sparsities[-1]:g}%, BN and LIF unfused ms (fused gain) |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for group in dict.fromkeys(_key(r) for r in rows):
         by = {(r["variant"], r["sparsity"]): r for r in rows if _key(r) == group}
@@ -31,6 +34,11 @@ def step_table(payload: dict) -> str:
         lines.append(f"| {group[0]} | {group[1]} | {group[2]} | {dense['step_ms']:.1f} | {sj['step_ms']:.1f} | "
                      f"{base['step_ms']:.1f} | " + " | ".join(cells)
                      + f" | {masked['amortised_step_ms']:.1f} ({masked['speedup_vs_dense']:.2f}x) |")  # fmt: skip
+        if unfused:
+            row = by.get(("ndsnn-unfused", sparsities[-1]))
+            fused = by[("ndsnn", sparsities[-1])]
+            gain = row["amortised_step_ms"] / fused["amortised_step_ms"] if row else 0.0
+            lines[-1] += f" {row['amortised_step_ms']:.1f} ({gain:.2f}x) |" if row else " - |"
     return "\n".join(lines)
 
 

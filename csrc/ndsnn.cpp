@@ -40,6 +40,23 @@ TORCH_LIBRARY(ndsnn, m) {
       "float tau_value, float v_threshold_value, float? v_reset, bool decay_input, bool detach_reset, "
       "str surrogate, float alpha, bool tau_grad, bool v_threshold_grad) "
       "-> (Tensor grad_x, Tensor grad_tau, Tensor grad_v_threshold)");
+  // Batch norm (per channel = dim 2 of x [T, N, C, ...], over all other dims) fused with multi-step LIF of
+  // scalar tau / v_threshold. batch_norm_stats: per-channel mean and biased variance, in the arithmetic type
+  // (float for 16-bit x). batch_norm_lif_forward: spikes of LIF(x * scale + shift (+ residual)), with
+  // scale = weight * invstd and shift = bias - mean * scale; nothing but x is needed for backward (h is
+  // recomputed). batch_stats says mean / invstd are x's own statistics, so backward includes their gradient
+  // through x (batch norm in training); otherwise they are constants (running statistics). At most 64 steps.
+  m.def("batch_norm_stats(Tensor x) -> (Tensor mean, Tensor var)");
+  m.def(
+      "batch_norm_lif_forward(Tensor x, Tensor? residual, Tensor? weight, Tensor? bias, Tensor mean, "
+      "Tensor invstd, float tau, float v_threshold, float? v_reset, bool decay_input, bool detach_reset, "
+      "str surrogate, float alpha, bool batch_stats) -> Tensor");
+  // grad_residual / grad_weight / grad_bias are empty when residual / weight / bias are None.
+  m.def(
+      "batch_norm_lif_backward(Tensor grad_spikes, Tensor x, Tensor? residual, Tensor? weight, Tensor? bias, "
+      "Tensor mean, Tensor invstd, float tau, float v_threshold, float? v_reset, bool decay_input, "
+      "bool detach_reset, str surrogate, float alpha, bool batch_stats) "
+      "-> (Tensor grad_x, Tensor grad_residual, Tensor grad_weight, Tensor grad_bias)");
   // Masked sparse convolution: F.conv2d(x, weight * mask, bias, ...) with work proportional to the kept
   // weights. The mask enters as its kept-weight index: flat indices into weight grouped by output channel
   // (out_ptr [C_out + 1] offsets into out_flat) and by input channel (in_ptr [C_in + 1], in_flat).

@@ -24,8 +24,13 @@ from pathlib import Path
 import torch
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-CPU_SOURCES = ("ndsnn.cpp", "cpu/lif_cpu.cpp", "cpu/sparse_conv2d_cpu.cpp")
-CUDA_SOURCES = ("cuda/lif_cuda.cu", "cuda/sparse_conv2d_cuda.cu")
+CPU_SOURCES = (
+    "ndsnn.cpp",
+    "cpu/lif_cpu.cpp",
+    "cpu/sparse_conv2d_cpu.cpp",
+    "cpu/batch_norm_lif_cpu.cpp",
+)
+CUDA_SOURCES = ("cuda/lif_cuda.cu", "cuda/sparse_conv2d_cuda.cu", "cuda/batch_norm_lif_cuda.cu")
 # -fopenmp: torch's Linux builds run at::parallel_for with OpenMP, inlined from its headers into our kernels;
 # without the flag the pragma is ignored and every CPU kernel runs on one thread.
 OPENMP_FLAGS = ("-fopenmp",) if sys.platform.startswith("linux") else ()
@@ -38,6 +43,9 @@ OPS = (
     "sparse_conv2d_forward",
     "sparse_conv2d_grad_input",
     "sparse_conv2d_grad_weight",
+    "batch_norm_stats",
+    "batch_norm_lif_forward",
+    "batch_norm_lif_backward",
 )
 REBUILD_HINT = "pip install --no-build-isolation -e . (or delete that file to compile on first use)"
 

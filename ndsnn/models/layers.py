@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nn import LIF, SparseLinear, SparseSpikingConv2d
+from ..nn import LIF, SparseLinear, SparseSpikingConv2d, batch_norm_then_lif
 
 # LIF settings of the models of Kim et al. (ECCV 2022, "Exploring lottery ticket hypothesis in spiking
 # neural networks"), the setup NDSNN and its baselines are compared in: leak 0.75 (tau = 4/3), hard reset
@@ -36,7 +36,8 @@ class PerFrame(nn.Module):
 
 
 class ConvBNLIF(nn.Module):
-    """Sparse 3x3 (by default) convolution without bias, batch norm over all frames, then LIF spikes."""
+    """Sparse 3x3 (by default) convolution without bias, batch norm over all frames, then LIF spikes (batch norm
+    and LIF as one fused op where the layers allow it: ndsnn.nn.batch_norm_then_lif)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  lif: dict | None = None) -> None:  # fmt: skip
@@ -46,7 +47,7 @@ class ConvBNLIF(nn.Module):
         self.lif = make_lif(lif)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return self.lif(self.bn(self.conv(x_seq)))
+        return batch_norm_then_lif(self.bn.module, self.lif, self.conv(x_seq))
 
 
 class SpikingClassifier(nn.Module):

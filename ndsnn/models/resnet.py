@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nn import SparseSpikingConv2d
+from ..nn import SparseSpikingConv2d, batch_norm_then_lif
 from .layers import ConvBNLIF, PerFrame, SpikingClassifier, classifier_linear, make_lif, stem_conv
 
 RESNET19_STAGES: tuple[tuple[int, int], ...] = ((128, 3), (256, 3), (512, 2))  # (width, blocks)
@@ -32,7 +32,8 @@ class SpikingBasicBlock(nn.Module):
         self.lif = make_lif(lif)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return self.lif(self.bn(self.conv(self.conv_bn_lif(x_seq))) + self.shortcut(x_seq))
+        residual = self.shortcut(x_seq)
+        return batch_norm_then_lif(self.bn.module, self.lif, self.conv(self.conv_bn_lif(x_seq)), residual)
 
 
 class SpikingResNet19(SpikingClassifier):

@@ -1,5 +1,6 @@
 """Modules: spiking neurons, the drop-in sparse layers, converting models to them, keeping pruned weights zero."""
 
+from .batch_norm_lif import batch_norm_lif_fusion, batch_norm_then_lif
 from .convert import masked_modules, sparsify
 from .lif import LIF
 from .masking import keep_pruned_zero, zero_pruned_
@@ -10,6 +11,8 @@ __all__ = [
     "MaskedWeight",
     "SparseLinear",
     "SparseSpikingConv2d",
+    "batch_norm_lif_fusion",
+    "batch_norm_then_lif",
     "keep_pruned_zero",
     "masked_modules",
     "sparsify",

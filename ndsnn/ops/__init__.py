@@ -1,5 +1,6 @@
 """Ops: each with a compiled kernel (torch.ops.ndsnn.*), a plain-PyTorch reference, autograd and fake kernels."""
 
+from .batch_norm_lif import batch_norm_lif, batch_norm_lif_reference
 from .lif import lif
 from .lif_reference import lif_reference
 from .sparse_conv2d import sparse_conv2d, sparse_conv2d_reference
@@ -9,6 +10,8 @@ from .surrogate import DEFAULT_ALPHA, SURROGATES, spike, surrogate_grad
 __all__ = [
     "DEFAULT_ALPHA",
     "SURROGATES",
+    "batch_norm_lif",
+    "batch_norm_lif_reference",
     "lif",
     "lif_reference",
     "sparse_conv2d",
