@@ -19,12 +19,34 @@ using namespace cpu;
 
 constexpr int64_t kBlocksPerTask = 4;
 
-// Per-neuron copies of per-channel values for one block of neurons.
+// The channel of each neuron of a block, counted forward from the first (one division per block, not per
+// neuron: 64-bit divisions per neuron cost as much as the LIF arithmetic).
 template <typename math_t>
 struct BlockChannels {
   int64_t channel[kBlock];
   void load(const BnLifLayout& layout, int64_t first, int64_t count) {
-    for (int64_t j = 0; j < count; ++j) channel[j] = ((first + j) / layout.inner) % layout.channels;
+    int64_t c = (first / layout.inner) % layout.channels;
+    int64_t position = first % layout.inner;
+    for (int64_t j = 0; j < count; ++j) {
+      channel[j] = c;
+      if (++position == layout.inner) {
+        position = 0;
+        if (++c == layout.channels) c = 0;
+      }
+    }
+  }
+};
+
+// scale = weight * invstd and shift = bias - mean * scale per channel, computed once per call.
+template <typename math_t>
+struct ChannelAffine {
+  std::vector<math_t> scale;
+  std::vector<math_t> shift;
+  ChannelAffine(const BnAffine<math_t>& affine, int64_t channels) : scale(channels), shift(channels) {
+    for (int64_t c = 0; c < channels; ++c) {
+      scale[c] = affine.scale(c);
+      shift[c] = affine.shift(c, scale[c]);
+    }
   }
 };
 
@@ -32,10 +54,10 @@ template <typename math_t>
 struct BlockAffine {
   math_t scale[kBlock];
   math_t shift[kBlock];
-  void load(const BnAffine<math_t>& affine, const BlockChannels<math_t>& channels, int64_t count) {
+  void load(const ChannelAffine<math_t>& affine, const BlockChannels<math_t>& channels, int64_t count) {
     for (int64_t j = 0; j < count; ++j) {
-      scale[j] = affine.scale(channels.channel[j]);
-      shift[j] = affine.shift(channels.channel[j], scale[j]);
+      scale[j] = affine.scale[channels.channel[j]];
+      shift[j] = affine.shift[channels.channel[j]];
     }
   }
 };
@@ -72,17 +94,20 @@ template <typename scalar_t>
 void forward_kernel(const BnLifForwardArgs<scalar_t>& a) {
   using math_t = at::opmath_type<scalar_t>;
   const BnLifLayout& layout = a.layout;
-  const BnLifNeuron<math_t> n = a.neuron;
   const int64_t neurons = layout.neurons;
+  const ChannelAffine<math_t> channel_affine(a.affine, layout.channels);
   for_neuron_blocks(neurons, [&](int64_t first, int64_t count) {
+    // The settings as local scalars: read through the args or the closure, GCC does not vectorise the loops.
+    const math_t tau = a.neuron.tau, v_threshold = a.neuron.v_threshold, v_reset = a.neuron.v_reset;
+    const bool hard_reset = a.neuron.hard_reset, decay_input = a.neuron.decay_input;
     BlockChannels<math_t> channels;
     BlockAffine<math_t> affine;
     math_t v[kBlock];
     math_t y[kBlock];
     math_t spike_buffer[kBlock];
     channels.load(layout, first, count);
-    affine.load(a.affine, channels, count);
-    for (int64_t j = 0; j < count; ++j) v[j] = n.hard_reset ? n.v_reset : math_t(0);
+    affine.load(channel_affine, channels, count);
+    for (int64_t j = 0; j < count; ++j) v[j] = hard_reset ? v_reset : math_t(0);
     for (int64_t t = 0; t < layout.steps; ++t) {
       const int64_t offset = t * neurons + first;
       block_input<scalar_t>(raw_ptr(a.x) + offset, a.residual ? raw_ptr(a.residual) + offset : nullptr, affine, y,
@@ -90,10 +115,10 @@ void forward_kernel(const BnLifForwardArgs<scalar_t>& a) {
       Raw<scalar_t>* spikes_t = raw_ptr(a.spikes) + offset;
       math_t* spikes = math_output<scalar_t>(spikes_t, spike_buffer);
       for (int64_t j = 0; j < count; ++j) {
-        const math_t h = lif_charge<math_t>(v[j], y[j], n.tau, n.v_reset, n.decay_input);
-        const bool spike = h >= n.v_threshold;
+        const math_t h = lif_charge<math_t>(v[j], y[j], tau, v_reset, decay_input);
+        const bool spike = h >= v_threshold;
         spikes[j] = spike ? math_t(1) : math_t(0);
-        v[j] = lif_reset<math_t>(h, spike, n.v_threshold, n.v_reset, n.hard_reset);
+        v[j] = lif_reset<math_t>(h, spike, v_threshold, v_reset, hard_reset);
       }
       if (spikes != reinterpret_cast<math_t*>(spikes_t)) CpuCast<scalar_t>::store_values(spikes, spikes_t, count);
     }
@@ -107,14 +132,18 @@ void backward_phase1_kernel(const BnLifBackwardArgs<scalar_t>& a, at::opmath_typ
                             at::opmath_type<scalar_t>* partial_dyxc) {
   using math_t = at::opmath_type<scalar_t>;
   const BnLifLayout& layout = a.layout;
-  const BnLifNeuron<math_t> n = a.neuron;
   const int64_t neurons = layout.neurons;
   const int64_t steps = layout.steps;
-  const auto mode = ResetMode<math_t>::make(n.hard_reset, n.detach_reset);
-  const math_t keep = math_t(1) - math_t(1) / n.tau;
-  const math_t input_divisor = n.decay_input ? n.tau : math_t(1);
   const int64_t blocks = (neurons + kBlock - 1) / kBlock;
+  const ChannelAffine<math_t> channel_affine(a.affine, layout.channels);
   at::parallel_for(0, blocks, kBlocksPerTask, [&](int64_t begin, int64_t end) {
+    // Local scalars, as in forward_kernel.
+    const math_t tau = a.neuron.tau, v_threshold = a.neuron.v_threshold, v_reset = a.neuron.v_reset;
+    const math_t alpha = a.neuron.alpha;
+    const bool hard_reset = a.neuron.hard_reset, decay_input = a.neuron.decay_input;
+    const auto mode = ResetMode<math_t>::make(hard_reset, a.neuron.detach_reset);
+    const math_t keep = math_t(1) - math_t(1) / tau;
+    const math_t input_divisor = decay_input ? tau : math_t(1);
     std::vector<math_t> h_all(static_cast<size_t>(steps * kBlock));
     BlockChannels<math_t> channels;
     BlockAffine<math_t> affine;
@@ -131,10 +160,10 @@ void backward_phase1_kernel(const BnLifBackwardArgs<scalar_t>& a, at::opmath_typ
       const int64_t first = block * kBlock;
       const int64_t count = std::min(kBlock, neurons - first);
       channels.load(layout, first, count);
-      affine.load(a.affine, channels, count);
+      affine.load(channel_affine, channels, count);
       for (int64_t j = 0; j < count; ++j) {
         mean[j] = a.affine.mean[channels.channel[j]];
-        v[j] = n.hard_reset ? n.v_reset : math_t(0);
+        v[j] = hard_reset ? v_reset : math_t(0);
         grad_v[j] = 0;
         acc_dy[j] = 0;
         acc_dyxc[j] = 0;
@@ -145,9 +174,9 @@ void backward_phase1_kernel(const BnLifBackwardArgs<scalar_t>& a, at::opmath_typ
                               y, count);
         math_t* h_t = h_all.data() + t * kBlock;
         for (int64_t j = 0; j < count; ++j) {
-          const math_t h = lif_charge<math_t>(v[j], y[j], n.tau, n.v_reset, n.decay_input);
+          const math_t h = lif_charge<math_t>(v[j], y[j], tau, v_reset, decay_input);
           h_t[j] = h;
-          v[j] = lif_reset<math_t>(h, h >= n.v_threshold, n.v_threshold, n.v_reset, n.hard_reset);
+          v[j] = lif_reset<math_t>(h, h >= v_threshold, v_threshold, v_reset, hard_reset);
         }
       }
       for (int64_t t = steps - 1; t >= 0; --t) {
@@ -158,8 +187,8 @@ void backward_phase1_kernel(const BnLifBackwardArgs<scalar_t>& a, at::opmath_typ
         Raw<scalar_t>* out_t = raw_ptr(a.grad_y) + offset;
         math_t* out = math_output<scalar_t>(out_t, out_buffer);
         for (int64_t j = 0; j < count; ++j) {
-          const LifStepGrad<math_t> g = lif_step_grad<S, math_t>(h_t[j], n.v_threshold, gs[j], math_t(0), grad_v[j],
-                                                                 n.v_reset, n.alpha, mode);
+          const LifStepGrad<math_t> g =
+              lif_step_grad<S, math_t>(h_t[j], v_threshold, gs[j], math_t(0), grad_v[j], v_reset, alpha, mode);
           const math_t dy = g.h / input_divisor;
           out[j] = dy;
           acc_dy[j] += dy;
