@@ -19,8 +19,8 @@ interval (--update-interval, the trainer's default cap of 100). Variants:
 For every (model, T, precision) all variants and sparsities are timed in turns (common.interleaved_medians),
 so the ratios come from one run. Precisions: fp32 with the device's default TF32 flags (reported), and bf16
 autocast. Memory: on CUDA the peak allocated during a step; on CPU the bytes autograd saves for backward.
---profile adds a torch.profiler breakdown (convolutions, LIF, batch norm, optimizer, ...) of the ndsnn and
-dense steps at the sparsest setting. Writes benchmarks/results/train_step_<device>.json (and a plot).
+--profile adds a torch.profiler breakdown (convolutions, LIF, batch norm, optimizer, ...) of the ndsnn,
+ndsnn-unfused and dense steps at the sparsest setting. Writes benchmarks/results/train_step_<device>.json (and a plot).
 
     python benchmarks/bench_train_step.py                       # CPU: batch 8, T 4 and 8, fp32
     python benchmarks/bench_train_step.py --device cuda --profile   # batch 128, fp32 and bf16
@@ -240,6 +240,7 @@ def update_overhead(runner: StepRunner, device: torch.device, interval: int, min
 
 # -- the profile -----------------------------------------------------------------------------------------
 CATEGORIES = (  # first match wins: cuDNN's batch-norm kernels are named cudnn::bn_*, so batch norm goes first
+    ("batch norm + LIF (fused)", ("ndsnn::batch_norm",)),
     ("batch norm", ("batch_norm", "bn_fw", "bn_bw", "::bn_")),
     ("sparse conv (ndsnn kernel)", ("ndsnn::sparse_conv2d",)),
     ("dense conv / linear", ("convolution", "cudnn", "mkldnn", "conv2d", "addmm", "aten::mm", "linear", "gemm")),
@@ -308,7 +309,7 @@ def measure(model_name: str, timesteps: int, precision: str, args: argparse.Name
               f"({row['memory_vs_dense']:.2f}x)", flush=True)  # fmt: skip
     if args.profile:
         sparsest = max(args.sparsities)
-        for name in (f"ndsnn@{sparsest}", "dense"):
+        for name in (f"ndsnn@{sparsest}", f"ndsnn-unfused@{sparsest}", "dense"):
             breakdown = profile_step(runners[name], device)
             rows.append({"model": model_name, "timesteps": timesteps, "precision": precision, "variant": name,
                          "profile_ms": breakdown})  # fmt: skip
