@@ -129,6 +129,24 @@ def test_zero_grad_and_all_silent(device):
     assert all(torch.isfinite(t).all() for t in g)
 
 
+def test_constant_channel(device):
+    """A channel with one value everywhere (silent input, a dead channel) has variance 0: finite running
+    statistics and the reference's gradients, not an infinite variance."""
+    _kernels_required(device)
+    options = dict(v_reset=0.0, decay_input=True, detach_reset=True, surrogate="atan")
+    case = list(_case((3, 2, 4, 5, 5), device, torch.float32))
+    with torch.no_grad():
+        case[0][:, :, 1] = 0.75
+    s_k, stats_k, g_k = _run(batch_norm_lif, case, True, options)
+    s_r, stats_r, g_r = _run(batch_norm_lif_reference, case, True, options)
+    assert torch.equal(s_k, s_r)
+    assert all(torch.isfinite(s).all() for s in stats_k)
+    for got, want in zip(stats_k + tuple(g_k), stats_r + tuple(g_r), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    mean, var = torch.ops.ndsnn.batch_norm_stats(case[0].detach())
+    assert var[1].item() == pytest.approx(0.0, abs=1e-12) and mean[1].item() == pytest.approx(0.75)
+
+
 def test_empty_batch_in_eval(device):
     _kernels_required(device)
     x, weight, bias, _, rm, rv = _case((3, 0, 4, 5), device, torch.float32)

@@ -16,6 +16,13 @@
 namespace ndsnn {
 namespace {
 
+// y = x * scale + shift rounded as on the CPU (no FMA contraction, which nvcc would otherwise apply), so the
+// forward and the backward's recomputation see the same y and the spikes agree with the CPU kernels.
+__device__ inline float affine_rn(float x, float scale, float shift) { return __fadd_rn(__fmul_rn(x, scale), shift); }
+__device__ inline double affine_rn(double x, double scale, double shift) {
+  return __dadd_rn(__dmul_rn(x, scale), shift);
+}
+
 __device__ inline int64_t channel_of(int64_t neuron, const BnLifLayout& layout) {
   return (neuron / layout.inner) % layout.channels;
 }
@@ -32,7 +39,7 @@ __global__ void bn_lif_forward_kernel(const BnLifForwardArgs<scalar_t> a) {
     const math_t shift = a.affine.shift(c, scale);
     math_t v = n.hard_reset ? n.v_reset : math_t(0);
     for (int64_t t = 0, offset = i; t < a.layout.steps; ++t, offset += neurons) {
-      math_t y = static_cast<math_t>(a.x[offset]) * scale + shift;
+      math_t y = affine_rn(static_cast<math_t>(a.x[offset]), scale, shift);
       if (a.residual) y += static_cast<math_t>(a.residual[offset]);
       const math_t h = lif_charge<math_t>(v, y, n.tau, n.v_reset, n.decay_input);
       const bool spike = h >= n.v_threshold;
@@ -62,7 +69,7 @@ __global__ void bn_lif_backward_phase1_kernel(const BnLifBackwardArgs<scalar_t> 
     const math_t mean = a.affine.mean[c];
     math_t v = n.hard_reset ? n.v_reset : math_t(0);
     for (int64_t t = 0, offset = i; t < steps; ++t, offset += neurons) {
-      math_t y = static_cast<math_t>(a.x[offset]) * scale + shift;
+      math_t y = affine_rn(static_cast<math_t>(a.x[offset]), scale, shift);
       if (a.residual) y += static_cast<math_t>(a.residual[offset]);
       const math_t h = lif_charge<math_t>(v, y, n.tau, n.v_reset, n.decay_input);
       h_all[t] = h;
@@ -113,13 +120,15 @@ std::tuple<at::Tensor, at::Tensor> batch_norm_stats_cuda(const at::Tensor& x_in)
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous().view({layout.steps * layout.batch, layout.channels, layout.inner});
   const at::ScalarType math_type = at::toOpMathType(x.scalar_type());
-  if (layout.steps * layout.batch * layout.inner == 0) {
+  if (layout.steps * layout.batch * layout.inner == 0 || layout.channels == 0) {
     const at::Tensor nan = at::full({layout.channels}, NAN, x.options().dtype(math_type));
     return {nan, nan.clone()};
   }
-  // eps = 0: invstd = 1 / sqrt(var), so var = invstd^-2 (0 where invstd is inf).
+  // eps = 0: invstd = 1 / sqrt(var), so var = invstd^-2; ATen returns invstd = 0 (not inf) for a constant
+  // channel (var = 0, eps = 0), whose variance is then 0.
   auto [mean, invstd] = at::batch_norm_stats(x, 0.0);
-  return {mean.to(math_type), invstd.pow(-2).to(math_type)};
+  const at::Tensor var = at::where(invstd == 0, at::zeros_like(invstd), invstd.pow(-2));
+  return {mean.to(math_type), var.to(math_type)};
 }
 
 at::Tensor batch_norm_lif_forward_cuda(const at::Tensor& x, const std::optional<at::Tensor>& residual,
