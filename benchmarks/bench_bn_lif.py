@@ -20,7 +20,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SavedTensorBytes, environment, interleaved_medians, write_results  # noqa: E402
+from common import (  # noqa: E402
+    environment,
+    fwd_bwd_step,
+    interleaved_medians,
+    saved_bytes_per_neuron_step,
+    write_results,
+)
 
 from ndsnn.models.layers import DEFAULT_LIF  # noqa: E402
 from ndsnn.nn import LIF, batch_norm_lif_fusion, batch_norm_then_lif  # noqa: E402
@@ -83,26 +89,6 @@ def implementations(channels: int, device: torch.device) -> dict[str, Layer]:
     if sj is not None:
         impls["bn + spikingjelly"] = sj
     return impls
-
-
-def fwd_bwd_step(fn: Layer, x: torch.Tensor) -> Callable[[], None]:
-    x = x.detach().requires_grad_()
-    grad = torch.ones_like(x)
-
-    def step() -> None:
-        x.grad = None
-        fn(x).backward(grad)
-
-    return step
-
-
-def saved_bytes_per_neuron_step(fn: Layer, x: torch.Tensor) -> float:
-    x = x.detach().requires_grad_()
-    counter = SavedTensorBytes(exclude=(x,))
-    with counter.hooks():
-        out = fn(x)
-    del out
-    return counter.total / x.numel()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SavedTensorBytes, environment, interleaved_medians, write_results  # noqa: E402
+from common import (  # noqa: E402
+    environment,
+    fwd_bwd_step,
+    interleaved_medians,
+    saved_bytes_per_neuron_step,
+    write_results,
+)
 
 import ndsnn  # noqa: E402
 
@@ -74,26 +80,6 @@ def implementations() -> list[Impl]:
     if sj is not None:
         impls.append(sj)
     return impls
-
-
-def saved_bytes_per_neuron_step(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
-    x = x.detach().requires_grad_()
-    counter = SavedTensorBytes(exclude=(x,))
-    with counter.hooks():
-        out = fn(x)
-    del out
-    return counter.total / x.numel()
-
-
-def fwd_bwd_step(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], None]:
-    x = x.detach().requires_grad_()
-    grad = torch.ones_like(x)
-
-    def step() -> None:
-        x.grad = None
-        fn(x).backward(grad)
-
-    return step
 
 
 def copy_bandwidth(device: torch.device, nbytes: int, min_run_time: float) -> float:

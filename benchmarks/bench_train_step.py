@@ -194,22 +194,22 @@ def build_runners(model_name: str, timesteps: int, batch: int, device: torch.dev
     base, _ = make_ndsnn_model(model_name, timesteps, 0.0, device, interval, 0)
     runners["dense"] = StepRunner(replace_layers(base, masked=False, lif_kind="loop"), images, labels, bf16)
     runners["dense-sj"] = StepRunner(replace_layers(base, masked=False, lif_kind="spikingjelly"), images, labels, bf16)
-    for sparsity in sparsities:
+
+    def ndsnn_runner(sparsity: float, fuse_bn_lif: bool) -> StepRunner:
         model, method = make_ndsnn_model(model_name, timesteps, sparsity, device, interval, 0)
-        runner = StepRunner(model, images, labels, bf16)
+        runner = StepRunner(model, images, labels, bf16, fuse_bn_lif=fuse_bn_lif)
         if method is not None:  # the method's optimizer is the runner's, as in the trainer
             method.optimizer = runner.optimizer
             runner.method = method
+        return runner
+
+    for sparsity in sparsities:
+        runner = ndsnn_runner(sparsity, fuse_bn_lif=True)
         runners[f"ndsnn@{sparsity}"] = runner
         if sparsity == max(sparsities):  # the same step with batch norm and LIF as separate kernels
-            model, method = make_ndsnn_model(model_name, timesteps, sparsity, device, interval, 0)
-            unfused = StepRunner(model, images, labels, bf16, fuse_bn_lif=False)
-            if method is not None:
-                method.optimizer = unfused.optimizer
-                unfused.method = method
-            runners[f"ndsnn-unfused@{sparsity}"] = unfused
+            runners[f"ndsnn-unfused@{sparsity}"] = ndsnn_runner(sparsity, fuse_bn_lif=False)
         if sparsity > 0:
-            masked = replace_layers(model, masked=True, lif_kind="spikingjelly")
+            masked = replace_layers(runner.model, masked=True, lif_kind="spikingjelly")
             # NDSNN's mask updates cost masked dense what they cost ndsnn: measured once, on the ndsnn variant
             runners[f"masked-dense@{sparsity}"] = StepRunner(masked, images, labels, bf16, reapply_masks=True)
     return runners

@@ -131,6 +131,28 @@ class SavedTensorBytes:
         return sum(self.storages.values())
 
 
+def fwd_bwd_step(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], None]:
+    """One forward + backward of fn on a leaf copy of x, ones as the upstream gradient."""
+    x = x.detach().requires_grad_()
+    grad = torch.ones_like(x)
+
+    def step() -> None:
+        x.grad = None
+        fn(x).backward(grad)
+
+    return step
+
+
+def saved_bytes_per_neuron_step(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
+    """Bytes autograd keeps for fn's backward per element of x, not counting x itself."""
+    x = x.detach().requires_grad_()
+    counter = SavedTensorBytes(exclude=(x,))
+    with counter.hooks():
+        out = fn(x)
+    del out
+    return counter.total / x.numel()
+
+
 def write_results(name: str, payload: dict[str, object]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / name

@@ -77,6 +77,11 @@ inline void check_bn_lif_args(const at::Tensor& x, const std::optional<at::Tenso
   TORCH_CHECK(alpha > 0, op, ": alpha must be positive, got ", alpha);
 }
 
+// Sums per-neuron partials [N * C * inner] to per-channel values [C] (the devices' phase 1 reductions).
+inline at::Tensor channel_sum(const at::Tensor& partial, const BnLifLayout& layout) {
+  return partial.view({layout.batch, layout.channels, layout.inner}).sum(at::IntArrayRef{0, 2});
+}
+
 // A per-channel vector in the kernel's arithmetic type (undefined when not given).
 inline at::Tensor channel_values(const std::optional<at::Tensor>& p, at::ScalarType math_type) {
   if (!p.has_value()) return at::Tensor();
@@ -110,6 +115,25 @@ struct BnAffine {
   C10_HOST_DEVICE inline math_t scale(int64_t c) const { return weight ? weight[c] * invstd[c] : invstd[c]; }
   C10_HOST_DEVICE inline math_t shift(int64_t c, math_t scale_c) const {
     return (bias ? bias[c] : math_t(0)) - mean[c] * scale_c;
+  }
+};
+
+// weight, bias, mean and invstd as contiguous tensors of the arithmetic type (weight / bias undefined when
+// not given); `affine` points into them, so it is valid while this object lives.
+template <typename math_t>
+struct BnAffineValues {
+  at::Tensor weight, bias, mean, invstd;
+  BnAffineValues(const std::optional<at::Tensor>& weight_in, const std::optional<at::Tensor>& bias_in,
+                 const at::Tensor& mean_in, const at::Tensor& invstd_in) {
+    const at::ScalarType math_type = c10::CppTypeToScalarType<math_t>::value;
+    weight = channel_values(weight_in, math_type);
+    bias = channel_values(bias_in, math_type);
+    mean = mean_in.to(math_type).contiguous();
+    invstd = invstd_in.to(math_type).contiguous();
+  }
+  BnAffine<math_t> affine() const {
+    return {optional_ptr<math_t>(weight), optional_ptr<math_t>(bias), mean.const_data_ptr<math_t>(),
+            invstd.const_data_ptr<math_t>()};
   }
 };
 
@@ -188,16 +212,10 @@ at::Tensor bn_lif_forward_host(const at::Tensor& x_in, const std::optional<at::T
   dispatch_bn_lif_type(x.scalar_type(), op, [&](auto tag) {
     using scalar_t = typename decltype(tag)::type;
     using math_t = at::opmath_type<scalar_t>;
-    const at::ScalarType math_type = c10::CppTypeToScalarType<math_t>::value;
-    const at::Tensor w = channel_values(weight, math_type);
-    const at::Tensor b = channel_values(bias, math_type);
-    const at::Tensor m = mean.to(math_type).contiguous();
-    const at::Tensor s = invstd.to(math_type).contiguous();
+    const BnAffineValues<math_t> values(weight, bias, mean, invstd);
     launch(BnLifForwardArgs<scalar_t>{
         x.const_data_ptr<scalar_t>(), residual.defined() ? residual.const_data_ptr<scalar_t>() : nullptr,
-        spikes.data_ptr<scalar_t>(), bn_lif_layout(x, op),
-        BnAffine<math_t>{optional_ptr<math_t>(w), optional_ptr<math_t>(b), m.const_data_ptr<math_t>(),
-                         s.const_data_ptr<math_t>()},
+        spikes.data_ptr<scalar_t>(), bn_lif_layout(x, op), values.affine(),
         bn_lif_neuron<math_t>(tau, v_threshold, v_reset, decay_input, detach_reset, alpha)});
   });
   return spikes;
@@ -232,15 +250,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_lif_backward_host(
     using scalar_t = typename decltype(tag)::type;
     using math_t = at::opmath_type<scalar_t>;
     const at::ScalarType math_type = c10::CppTypeToScalarType<math_t>::value;
-    const at::Tensor w = channel_values(weight, math_type);
-    const at::Tensor b = channel_values(bias, math_type);
-    const at::Tensor m = mean.to(math_type).contiguous();
-    const at::Tensor s = invstd.to(math_type).contiguous();
+    const BnAffineValues<math_t> values(weight, bias, mean, invstd);
+    const at::Tensor& w = values.weight;
+    const at::Tensor& m = values.mean;
+    const at::Tensor& s = values.invstd;
     at::Tensor sum_dy = at::zeros({layout.channels}, x.options().dtype(math_type));
     at::Tensor sum_dyxc = at::zeros({layout.channels}, x.options().dtype(math_type));
     at::Tensor grad_y = residual.defined() ? grad_residual : grad_x;
-    const BnAffine<math_t> affine{optional_ptr<math_t>(w), optional_ptr<math_t>(b), m.const_data_ptr<math_t>(),
-                                  s.const_data_ptr<math_t>()};
     if (x.numel() > 0) {
       const BnLifBackwardArgs<scalar_t> args{
           grad_spikes.const_data_ptr<scalar_t>(),
@@ -248,7 +264,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_lif_backward_host(
           residual.defined() ? residual.const_data_ptr<scalar_t>() : nullptr,
           grad_y.data_ptr<scalar_t>(),
           layout,
-          affine,
+          values.affine(),
           bn_lif_neuron<math_t>(tau, v_threshold, v_reset, decay_input, detach_reset, alpha)};
       dispatch_surrogate(surrogate, [&](auto surrogate_tag) {
         std::tie(sum_dy, sum_dyxc) = phase1(surrogate_tag, args);
@@ -272,8 +288,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_lif_backward_host(
   });
   return {grad_x, grad_residual, grad_weight, grad_bias};
 }
-
-// Per-channel mean and biased variance of x [T, N, C, ...] over all dims but C, in the arithmetic type.
-inline void check_stats_args(const at::Tensor& x) { bn_lif_layout(x, "ndsnn.batch_norm_stats"); }
 
 }  // namespace ndsnn

@@ -21,7 +21,6 @@ constexpr int64_t kBlocksPerTask = 4;
 
 // The channel of each neuron of a block, counted forward from the first (one division per block, not per
 // neuron: 64-bit divisions per neuron cost as much as the LIF arithmetic).
-template <typename math_t>
 struct BlockChannels {
   int64_t channel[kBlock];
   void load(const BnLifLayout& layout, int64_t first, int64_t count) {
@@ -54,7 +53,7 @@ template <typename math_t>
 struct BlockAffine {
   math_t scale[kBlock];
   math_t shift[kBlock];
-  void load(const ChannelAffine<math_t>& affine, const BlockChannels<math_t>& channels, int64_t count) {
+  void load(const ChannelAffine<math_t>& affine, const BlockChannels& channels, int64_t count) {
     for (int64_t j = 0; j < count; ++j) {
       scale[j] = affine.scale[channels.channel[j]];
       shift[j] = affine.shift[channels.channel[j]];
@@ -100,7 +99,7 @@ void forward_kernel(const BnLifForwardArgs<scalar_t>& a) {
     // The settings as local scalars: read through the args or the closure, GCC does not vectorise the loops.
     const math_t tau = a.neuron.tau, v_threshold = a.neuron.v_threshold, v_reset = a.neuron.v_reset;
     const bool hard_reset = a.neuron.hard_reset, decay_input = a.neuron.decay_input;
-    BlockChannels<math_t> channels;
+    BlockChannels channels;
     BlockAffine<math_t> affine;
     math_t v[kBlock];
     math_t y[kBlock];
@@ -145,7 +144,7 @@ void backward_phase1_kernel(const BnLifBackwardArgs<scalar_t>& a, at::opmath_typ
     const math_t keep = math_t(1) - math_t(1) / tau;
     const math_t input_divisor = decay_input ? tau : math_t(1);
     std::vector<math_t> h_all(static_cast<size_t>(steps * kBlock));
-    BlockChannels<math_t> channels;
+    BlockChannels channels;
     BlockAffine<math_t> affine;
     math_t mean[kBlock];
     math_t v[kBlock];
@@ -205,18 +204,13 @@ void backward_phase1_kernel(const BnLifBackwardArgs<scalar_t>& a, at::opmath_typ
   });
 }
 
-// Sums per-neuron partials [N * C * inner] to per-channel values [C].
-inline at::Tensor channel_sum(const at::Tensor& partial, const BnLifLayout& layout) {
-  return partial.view({layout.batch, layout.channels, layout.inner}).sum(at::IntArrayRef{0, 2});
-}
-
 template <typename scalar_t>
 void backward_phase2_kernel(const BnLifInputGradArgs<scalar_t>& a) {
   using math_t = at::opmath_type<scalar_t>;
   const BnLifLayout& layout = a.layout;
   const int64_t neurons = layout.neurons;
   for_neuron_blocks(neurons, [&](int64_t first, int64_t count) {
-    BlockChannels<math_t> channels;
+    BlockChannels channels;
     math_t scale[kBlock];
     math_t coef_a[kBlock];
     math_t coef_b[kBlock];

@@ -111,10 +111,6 @@ __global__ void bn_lif_backward_phase2_kernel(const BnLifInputGradArgs<scalar_t>
   }
 }
 
-inline at::Tensor channel_sum(const at::Tensor& partial, const BnLifLayout& layout) {
-  return partial.view({layout.batch, layout.channels, layout.inner}).sum(at::IntArrayRef{0, 2});
-}
-
 std::tuple<at::Tensor, at::Tensor> batch_norm_stats_cuda(const at::Tensor& x_in) {
   const BnLifLayout layout = bn_lif_layout(x_in, "ndsnn.batch_norm_stats");
   const c10::cuda::CUDAGuard guard(x_in.device());

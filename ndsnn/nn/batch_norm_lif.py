@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from ..ops.batch_norm_lif import MAX_FUSED_STEPS, batch_norm_lif
+from ..ops.batch_norm_lif import batch_norm_lif
 from .lif import LIF
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -32,8 +32,9 @@ def _has_hooks(module: nn.Module) -> bool:
 
 
 def fusable(bn: nn.Module, lif: nn.Module, x_seq: torch.Tensor) -> bool:
-    """Whether batch_norm_then_lif fuses these layers: plain BatchNorm and LIF modules without hooks, a
-    fixed scalar threshold and leak, no stored membrane potential, at most MAX_FUSED_STEPS steps."""
+    """Whether batch_norm_then_lif hands these layers to the fused op: plain BatchNorm and LIF modules without
+    hooks, a fixed scalar threshold and leak, no stored membrane potential (the op itself runs unfused
+    where its kernels cannot: longer sequences, devices without a kernel)."""
     return (
         _fusion_enabled
         and type(bn) in _BATCH_NORMS
@@ -46,7 +47,6 @@ def fusable(bn: nn.Module, lif: nn.Module, x_seq: torch.Tensor) -> bool:
         and not lif.store_h
         and x_seq.dim() >= 3
         and x_seq.shape[2] == bn.num_features
-        and x_seq.shape[0] <= MAX_FUSED_STEPS
     )
 
 

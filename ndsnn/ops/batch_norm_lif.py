@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from .. import _extension
 from .lif import check_lif_args, lif
-from .lif_reference import Param, lif_reference
+from .lif_reference import Param, lif_reference, math_dtype
 from .surrogate import DEFAULT_ALPHA
 
 MAX_FUSED_STEPS = 64  # csrc/batch_norm_lif.h: kMaxFusedSteps
@@ -176,9 +176,6 @@ def batch_norm_lif(
 
 def _register() -> None:
     """Fake kernels and autograd for the compiled ops (only when the library is loaded)."""
-
-    def math_dtype(dtype: torch.dtype) -> torch.dtype:
-        return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
     @torch.library.register_fake("ndsnn::batch_norm_stats")
     def _stats_fake(x):
