@@ -3,16 +3,21 @@
 Order of preference:
 1. the library built by ``setup.py`` next to this file (``ndsnn/_C*.so``), if it was built against the
    torch that is running (a library built against another torch is refused: loading it could crash);
-2. a library compiled on first use with ``torch.utils.cpp_extension.load`` (ninja), cached per torch, Python
-   and CUDA version under ``$NDSNN_CACHE_DIR`` (default ``~/.cache/ndsnn``);
+2. a library compiled on first use with ``torch.utils.cpp_extension.load`` (ninja), cached under
+   ``$NDSNN_CACHE_DIR`` (default ``~/.cache/ndsnn``) per torch, Python and CUDA version and per version of the
+   sources (a hash of their contents, their location and the flags), so that two checkouts, or two versions
+   of one, each keep their own build instead of rebuilding each other's on every import;
 3. nothing: every op runs its plain-PyTorch reference, and a warning says so once.
 
 ``NDSNN_KERNELS`` selects the policy: ``auto`` (default, 1 then 2), ``prebuilt`` (1 only), ``jit`` (2 only)
-or ``off`` (3).
+or ``off`` (3). A value that is none of these, or an NDSNN_CACHE_DIR that cannot be created, makes every use
+of the kernels raise SettingsError (importing ndsnn still works, so that the command line can report it in
+one line).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from . import settings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CPU_SOURCES = (
@@ -126,11 +133,20 @@ def _cuda_toolkit_usable() -> bool:
     return bool(torch.version.cuda) and torch.cuda.is_available() and CUDA_HOME is not None
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("NDSNN_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "ndsnn"
-    )
-    return Path(base) / torch_tag()
+def sources_key(csrc: Path, sources: list[str], flags: list[str]) -> str:
+    """A short hash of everything a build depends on besides torch: the sources' location (ninja's build
+    file names them), the contents of every file under csrc/ (headers included) and the flags."""
+    digest = hashlib.sha256(str(csrc.resolve()).encode())
+    for path in sorted(p for p in csrc.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(csrc)).encode() + b"\0" + path.read_bytes())
+    digest.update("\0".join([*sources, *flags]).encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_dir(key: str = "") -> Path:
+    """Where kernels compiled on first use live: per torch build, then per version of the sources."""
+    base = settings.cache_root() / torch_tag()
+    return base / key if key else base
 
 
 def _try_jit(status: KernelStatus) -> bool:
@@ -147,8 +163,15 @@ def _try_jit(status: KernelStatus) -> bool:
     sources = [str(csrc / s) for s in CPU_SOURCES]
     if with_cuda:
         sources += [str(csrc / s) for s in CUDA_SOURCES]
-    build_dir = cache_dir()
-    build_dir.mkdir(parents=True, exist_ok=True)
+    defines = ["-DNDSNN_WITH_CUDA"] if with_cuda else []
+    flags = [*CXX_FLAGS, *defines, *LINK_FLAGS, *(NVCC_FLAGS if with_cuda else ())]
+    settings.check_cache_dir()  # an NDSNN_CACHE_DIR the user chose but cannot be used: SettingsError
+    build_dir = cache_dir(sources_key(csrc, sources, flags))
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        status.messages.append(f"cannot create the kernel cache {build_dir} ({error.strerror or error})")
+        return False
     name = "ndsnn_kernels_cuda" if with_cuda else "ndsnn_kernels"
     if not (build_dir / f"{name}.so").exists():
         print(
@@ -157,7 +180,6 @@ def _try_jit(status: KernelStatus) -> bool:
             file=sys.stderr,
             flush=True,
         )
-    defines = ["-DNDSNN_WITH_CUDA"] if with_cuda else []
     try:
         cpp_extension.load(
             name=name,
@@ -184,9 +206,7 @@ def load() -> KernelStatus:
     if _status is not None:
         return _status
     status = KernelStatus()
-    policy = os.environ.get("NDSNN_KERNELS", "auto").lower()
-    if policy not in ("auto", "prebuilt", "jit", "off"):
-        raise ValueError(f"NDSNN_KERNELS must be one of auto, prebuilt, jit, off; got {policy!r}")
+    policy = settings.kernel_policy()  # SettingsError for a bad value, at every call until it is fixed
     if policy == "off":
         status.messages.append("NDSNN_KERNELS=off")
     else:
@@ -210,6 +230,15 @@ def load() -> KernelStatus:
         )
     _status = status
     return status
+
+
+def load_at_import() -> KernelStatus:
+    """load() for the ops modules' import-time registration: a bad NDSNN_KERNELS leaves nothing registered
+    instead of failing the import (every later use of the kernels raises the SettingsError)."""
+    try:
+        return load()
+    except settings.SettingsError:
+        return KernelStatus()
 
 
 def has_kernel(op: str, device_type: str) -> bool:

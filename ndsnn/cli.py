@@ -21,10 +21,39 @@ class UsageError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    """What ends a command with one line and exit code 2: bad input (options, files, settings), a run that
+    diverged, and errors of the file system (a full or read-only disk, a path that is not a directory)."""
     from .data import DataFileError
+    from .settings import SettingsError
     from .train import CheckpointError, ConfigError
+    from .train.trainer import TrainingDiverged
 
-    return (UsageError, ConfigError, CheckpointError, DataFileError)
+    return (UsageError, ConfigError, CheckpointError, DataFileError, SettingsError, TrainingDiverged, OSError)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line. An error re-raised from a DataLoader worker carries the worker's
+    traceback in its message: only the original message (its last line) is kept."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if any(line.startswith("Original Traceback") for line in lines):
+        last = lines[-1]
+        name, sep, message = last.partition(": ")
+        lines = [message if sep and "." in name and " " not in name else last]
+    return " ".join(lines) or type(error).__name__
+
+
+def check_environment() -> None:
+    """The NDSNN_* settings every command depends on, checked before any work (SettingsError names one)."""
+    from . import _extension, settings
+    from .ops import crossover
+
+    settings.kernel_policy()
+    settings.check_cache_dir()
+    crossover.check_settings()
+    _extension.load()
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -63,6 +92,10 @@ def train_config(args: argparse.Namespace):
             raise UsageError("--resume without a path needs --out (the run's directory)")
         saved = load_checkpoint(path)["config"]
         saved.pop("stop_after_steps", None)  # a stop applies to the run that asked for it
+        saved.pop("out", None)  # a resumed run writes beside its checkpoint, or into --out
+        if args.config:
+            raise UsageError("--resume takes the run's options from its checkpoint; --config cannot be given too")
+        refuse_changed_options(path, saved, given)
         values.update(saved)
     if args.config:
         values.update(load_config_file(args.config))
@@ -70,23 +103,37 @@ def train_config(args: argparse.Namespace):
     return TrainConfig.from_dict(values, source=args.config or "options")
 
 
+def refuse_changed_options(path, saved: dict[str, Any], given: dict[str, Any]) -> None:
+    """A resumed run keeps the options it was trained with; only runtime options may be given again."""
+    from .train.trainer import RUNTIME_OPTIONS
+
+    changed = sorted(k for k, v in given.items() if k not in RUNTIME_OPTIONS and k in saved and saved[k] != v)
+    if changed:
+        raise UsageError(f"--resume: {path} was trained with other options: "
+                         + ", ".join(f"{k}={saved[k]!r} (now {given[k]!r})" for k in changed)
+                         + f"; only {', '.join(RUNTIME_OPTIONS)} may change")  # fmt: skip
+
+
 def _train(args: argparse.Namespace) -> int:
+    from .train import json_safe
     from .train.run import train
 
     config = train_config(args)
     summary = train(config, resume=args.resume, overwrite=args.overwrite, plots=not args.no_plots,
                     verbose=not args.json)  # fmt: skip
     if args.json and summary is not None:
-        print(json.dumps(summary, indent=2))
+        print(json_safe.dumps(summary, indent=2))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .train import evaluate_file
+    from .train import evaluate_file, json_safe
 
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
     result = evaluate_file(args.checkpoint, args.data_dir, args.device, args.batch_size)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json_safe.dumps(result, indent=2))
     else:
         print(f"{result['checkpoint']}: {result['dataset']} test accuracy {100 * result['test_accuracy']:.2f}% "
               f"({result['samples']} samples), loss {result['test_loss']:.4f}, sparsity "
@@ -108,6 +155,8 @@ def _export(args: argparse.Namespace) -> int:
         raise UsageError("--dt applies to --format nir only")
     if args.dt is not None and not (math.isfinite(args.dt) and args.dt > 0):
         raise UsageError(f"--dt must be a positive number of seconds, got {args.dt}")
+    if os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a directory; give the file to write, e.g. {args.out}/model.pt")
     if args.format == "nir":
         try:
             from .nir import DEFAULT_DT, UnsupportedLayerError, export_nir
@@ -148,10 +197,11 @@ def _reproduce(args: argparse.Namespace) -> int:
                (("methods", args.methods), ("sparsities", args.sparsities), ("seeds", args.seeds),
                 ("epochs", args.epochs), ("timesteps", args.timesteps), ("train_samples", args.train_samples))
                if v is not None}  # fmt: skip
-    for sparsity in changes.get("sparsities", ()):
-        if not 0.0 <= sparsity < 1.0:
-            raise UsageError(f"--sparsities must be in [0, 1), got {sparsity}")
     budget = dataclasses.replace(budget, **changes)
+    try:
+        budget.validate()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     out = Path(args.out or f"runs/reproduce-{budget.dataset}-{budget.name}")
     summaries = run_sweep(budget, out, args.data_dir, in_process=args.in_process)
     results = write_report(summaries, budget.to_dict(), out)
@@ -171,7 +221,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     add("--config", default=None, help="YAML or JSON file of options (names as below, - or _)")
     add("--model", choices=list(MODELS), default=S, help="network (default convnet)")
     add("--dataset", choices=list(DATASETS), default=S, help="data set (default digits)")
-    add("--data-dir", default=S, help="where the data files are (else $NDSNN_DATA, /usr/share/datasets)")
+    add("--data-dir", default=S, help="the one place data files are read from (else $NDSNN_DATA, else system folders)")
     add("--method", choices=list(METHODS), default=S, help="sparsity method (default ndsnn)")
     add("--sparsity", type=float, default=S, help="final fraction of pruned weights, in [0, 1) (default 0.9)")
     add("--init-density", type=float, default=S, help="initial density of ndsnn / pq_index (0.5), criticality (1.0)")
@@ -268,9 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_environment()
         return args.run(args)
     except _user_errors() as error:
-        print(f"ndsnn {args.command}: error: {error}", file=sys.stderr)
+        print(f"ndsnn {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
 
 

@@ -50,7 +50,7 @@ def test_override_and_its_range(table, monkeypatch):
     monkeypatch.setenv("NDSNN_SPARSE_CONV_MAX_DENSITY", "0.5")
     assert crossover.max_sparse_density(CPU, (8, 64, 32, 32), (64, 64, 3, 3), (1, 1), True) == 0.5
     monkeypatch.setenv("NDSNN_SPARSE_CONV_MAX_DENSITY", "1.5")
-    with pytest.raises(ValueError, match=r"NDSNN_SPARSE_CONV_MAX_DENSITY must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"NDSNN_SPARSE_CONV_MAX_DENSITY must be a number in \[0, 1\]; got '1.5'"):
         crossover.max_sparse_density(CPU, (8, 64, 32, 32), (64, 64, 3, 3), (1, 1), True)
 
 
@@ -59,7 +59,7 @@ def test_missing_and_corrupt_tables(tmp_path, monkeypatch):
     missing = tmp_path / "nope.json"
     monkeypatch.setenv("NDSNN_CROSSOVER_FILE", str(missing))
     crossover.clear_cache()
-    with pytest.raises(FileNotFoundError, match=r"crossover table .*nope.json not found"):
+    with pytest.raises(ValueError, match=r"NDSNN_CROSSOVER_FILE: crossover table .*nope.json not found"):
         crossover.max_sparse_density(CPU, (1, 1, 4, 4), (1, 1, 3, 3), (1, 1), True)
     bad_tables = (
         "{not json",

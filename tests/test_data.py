@@ -145,7 +145,9 @@ def test_fashion_mnist_data_dir_may_be_the_folder_itself(tmp_path):
     assert torch.equal(data.images, fake_split("fashion-mnist", "test", 3)[0])
 
 
-def test_search_order_data_dir_then_env_then_system(tmp_path, monkeypatch):
+def test_the_place_given_is_the_only_place_looked_in(tmp_path, monkeypatch):
+    """--data-dir if given, else $NDSNN_DATA if set, else the system folders: never one of them completed
+    from another."""
     given = write_fake_fashion_mnist(tmp_path / "given", 4, 2, seed=1)
     env = write_fake_fashion_mnist(tmp_path / "env", 5, 2, seed=2)
     system = write_fake_fashion_mnist(tmp_path / "system", 6, 2, seed=3) / "fashion-mnist"
@@ -156,6 +158,11 @@ def test_search_order_data_dir_then_env_then_system(tmp_path, monkeypatch):
     assert torch.equal(
         load_dataset("fashion-mnist", "train", given).images, fake_split("fashion-mnist", "train", 4, 1)[0]
     )
+    (given / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").unlink()  # the test split is now incomplete there
+    with pytest.raises(DataFileError) as error:
+        load_dataset("fashion-mnist", "test", given)
+    assert "lacks t10k-labels-idx1-ubyte.gz" in str(error.value)
+    assert str(env) not in str(error.value) and str(system) not in str(error.value)
 
 
 def test_fashion_mnist_missing_names_files_dirs_and_remedy(tmp_path, monkeypatch):
@@ -163,11 +170,17 @@ def test_fashion_mnist_missing_names_files_dirs_and_remedy(tmp_path, monkeypatch
     monkeypatch.setenv("NDSNN_DATA", str(env))
     with pytest.raises(DataFileError) as error:
         load_dataset("fashion-mnist", "test", given)
-    assert_file_error(error, "t10k-images-idx3-ubyte.gz", given, given / "fashion-mnist", env, env / "fashion-mnist")
+    assert_file_error(error, "t10k-images-idx3-ubyte.gz", given, given / "fashion-mnist")
     message = str(error.value)
-    assert str(tmp_path / "system-fashion-mnist") in message
-    assert message.index(str(given)) < message.index(str(env)) < message.index("system-fashion-mnist")
+    assert str(env) not in message and "system-fashion-mnist" not in message
     assert "apt-get install dataset-fashion-mnist" in message and "zalandoresearch/fashion-mnist" in message
+    with pytest.raises(DataFileError) as error:
+        load_dataset("fashion-mnist", "test")  # no --data-dir: $NDSNN_DATA alone
+    assert_file_error(error, "t10k-images-idx3-ubyte.gz", env, env / "fashion-mnist")
+    monkeypatch.delenv("NDSNN_DATA")
+    with pytest.raises(DataFileError) as error:
+        load_dataset("fashion-mnist", "test")  # neither: the system folders
+    assert_file_error(error, "t10k-images-idx3-ubyte.gz", tmp_path / "system-fashion-mnist")
 
 
 def test_fashion_mnist_incomplete_folder_says_what_it_lacks(tmp_path):

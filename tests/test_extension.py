@@ -89,3 +89,22 @@ def test_status_lists_compiled_ops():
         assert ("lif_forward", "cpu") in status.kernels
         assert status.build_info["torch"] == torch.__version__.split("+")[0]
         assert (("lif_forward", "cuda") in status.kernels) == (status.build_info["cuda"] == "1")
+
+
+def test_each_version_of_the_sources_gets_its_own_kernel_cache(tmp_path):
+    """Two checkouts (or two versions of one) compile into different cache directories, so neither rebuilds
+    the other's kernels at every import; the same sources and flags always map to the same directory."""
+    source = _extension.sources_dir()
+    assert source is not None
+    first, second = tmp_path / "a" / "csrc", tmp_path / "b" / "csrc"
+    shutil.copytree(source, first)
+    shutil.copytree(source, second)
+    names, flags = list(_extension.CPU_SOURCES), list(_extension.CXX_FLAGS)
+    key_a = _extension.sources_key(first, names, flags)
+    assert key_a == _extension.sources_key(first, names, flags)
+    assert key_a != _extension.sources_key(second, names, flags)  # another checkout
+    assert key_a != _extension.sources_key(first, names, [*flags, "-DEXTRA"])  # other flags
+    header = next(first.glob("*.h"))
+    header.write_text(header.read_text() + "\n// changed\n")
+    assert key_a != _extension.sources_key(first, names, flags)  # a header changed
+    assert _extension.cache_dir(key_a).parent == _extension.cache_dir()

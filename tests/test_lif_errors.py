@@ -34,6 +34,11 @@ X = torch.randn(4, 2, 3, 5)
         (dict(tau=torch.empty(0)), ValueError, "tau must have one element or one per channel"),
         (dict(saved_dtype=torch.float64), ValueError, "saved_dtype must be None"),
         (dict(x_seq=X.bfloat16(), saved_dtype=torch.float16), ValueError, "saved_dtype must be None"),
+        (dict(v_threshold=float("nan")), ValueError, "v_threshold must be a finite number, got nan"),
+        (dict(v_threshold=float("inf")), ValueError, "v_threshold must be a finite number, got inf"),
+        (dict(tau=float("inf")), ValueError, "tau must be a finite number, got inf"),
+        (dict(v_reset=float("nan")), ValueError, "v_reset must be a finite number"),
+        (dict(alpha=float("inf")), ValueError, "alpha must be a positive number"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -88,3 +93,10 @@ def test_module_channel_mismatch():
     layer = ndsnn.nn.LIF(learnable_threshold=True, num_channels=4)
     with pytest.raises(ValueError, match=r"shape \[C\] = \[3\]"):
         layer(X)
+
+
+@pytest.mark.parametrize("kwargs", [dict(v_threshold=float("nan")), dict(v_threshold=float("-inf")),
+                                    dict(tau=float("nan")), dict(v_reset=float("inf"))])  # fmt: skip
+def test_the_module_refuses_non_finite_settings(kwargs):
+    with pytest.raises(ValueError, match="must be a finite number"):
+        ndsnn.nn.LIF(**kwargs)

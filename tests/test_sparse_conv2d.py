@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import ndsnn
 from ndsnn import _extension
 from ndsnn.ops import sparse_conv2d
-from ndsnn.ops.sparse_conv2d import build_kept_index, kept_index
+from ndsnn.ops.kept_index import build_kept_index, cached_index, kept_index
 
 # (C_in, C_out, kernel, stride, padding, dilation, groups)
 GEOMETRIES = [
@@ -166,6 +167,57 @@ def test_index_cache_follows_in_place_mask_changes():
     mask[0] = False
     second = kept_index(mask, 1)
     assert second is not first and second.kept == 27
+
+
+def _untracked_writes():
+    """Ways to change a mask that its version counter does not see."""
+
+    def through_data(mask):
+        mask.data[0] = ~mask.data[0]
+
+    def through_numpy(mask):
+        view = mask.numpy()
+        view[1, 0] = ~view[1, 0]
+
+    def swap_two(mask):  # the count of kept weights stays the same
+        flat = mask.data.view(-1)
+        kept, pruned = int(flat.nonzero()[0]), int((~flat).nonzero()[0])
+        flat[kept], flat[pruned] = False, True
+
+    return [through_data, through_numpy, swap_two]
+
+
+@pytest.mark.parametrize("write", _untracked_writes(), ids=lambda f: f.__name__)
+def test_the_op_follows_mask_changes_the_version_counter_misses(write):
+    """The result is F.conv2d on weight * mask for the mask as it is now, however it was changed."""
+    if not _compiled(torch.device("cpu")):
+        pytest.skip("no compiled cpu kernel")
+    (x, weight, mask, bias), conv = _case(GEOMETRIES[0], 0.5, torch.device("cpu"))
+    first = sparse_conv2d(x, weight, mask, bias, **conv, implementation="sparse")
+    torch.testing.assert_close(first, F.conv2d(x, weight * mask, bias, **conv))
+    version = mask._version
+    write(mask)
+    assert mask._version == version  # the counter did not move
+    again = sparse_conv2d(x, weight, mask, bias, **conv, implementation="sparse")
+    torch.testing.assert_close(again, F.conv2d(x, weight * mask, bias, **conv))
+    assert not torch.allclose(again, first)
+    assert cached_index(mask).kept == int(mask.sum())
+
+
+def test_the_module_follows_an_untracked_mask_change():
+    if not _compiled(torch.device("cpu")):
+        pytest.skip("no compiled cpu kernel")
+    torch.manual_seed(0)
+    conv = ndsnn.nn.SparseSpikingConv2d(4, 6, 3, padding=1)
+    conv.implementation = "sparse"
+    conv.set_mask(torch.rand(conv.weight.shape) < 0.3)
+    x = torch.randn(2, 4, 5, 5)
+    conv(x)
+    with torch.no_grad():
+        conv.weight.add_(1.0)  # pruned positions get values: only the mask decides
+    conv.weight_mask.data.copy_(torch.rand(conv.weight.shape) < 0.3)
+    torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight * conv.weight_mask, conv.bias, padding=1))
+    assert conv.density == int(conv.weight_mask.sum()) / conv.weight_mask.numel()
 
 
 @pytest.mark.parametrize(

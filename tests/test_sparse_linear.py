@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ndsnn import _extension
 from ndsnn.ops import sparse_linear
-from ndsnn.ops.sparse_conv2d import build_kept_index
+from ndsnn.ops.kept_index import build_kept_index, cached_index
 
 
 def _compiled(device: torch.device) -> bool:
@@ -92,9 +92,9 @@ def test_index_is_cached_on_the_2d_mask(device):
         pytest.skip(f"no compiled {device.type} kernel")
     x, weight, mask, bias = _case((4,), 8, 3, 0.5, device)
     sparse_linear(x, weight, mask, bias, implementation="sparse")
-    cached = mask._ndsnn_kept_index[1]
+    cached = cached_index(mask)
     sparse_linear(x, weight, mask, bias, implementation="sparse")
-    assert mask._ndsnn_kept_index[1] is cached
+    assert cached is not None and cached_index(mask) is cached
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from sparse_checks import assert_pruned_zero, small_batch, small_model
 from torch import nn
 
 import ndsnn
-from ndsnn.sparse import create
+from ndsnn.sparse import create, top_k_mask
 from ndsnn.sparse.schedule import cosine_drop_fraction
 
 
@@ -211,11 +211,10 @@ def test_grown_weights_and_their_optimizer_state_start_at_zero():
         layer.weight.add_(1.0)
         optimizer.state[layer.weight]["momentum_buffer"].fill_(1.0)
     before = layer.weight_mask.clone()
-    [(dropped, grown_count)] = method.drop_and_grow([(layer, 5, 7, layer.weight.abs(), None)])
+    [(dropped, grown_count, regrown)] = method.drop_and_grow([(layer, 5, 7, layer.weight.abs(), None)])
     grown = layer.weight_mask & ~before
-    assert (dropped, grown_count) == (5, 7) and int(grown.sum()) + int((layer.weight_mask & before).sum()) == int(
-        before.sum()
-    ) + 2
+    assert (dropped, grown_count) == (5, 7) and int(grown.sum()) == 7 - regrown
+    assert int(layer.weight_mask.sum()) == int(before.sum()) + 2
     assert torch.count_nonzero(layer.weight[grown]) == 0
     assert torch.count_nonzero(optimizer.state[layer.weight]["momentum_buffer"][grown]) == 0
 
@@ -285,3 +284,73 @@ def test_zeroing_only_after_dense_gradients_changes_nothing(method_name, optimiz
 
     skipping, always = run(False), run(True)
     assert all(torch.equal(a, b) for a, b in zip(skipping, always, strict=True))
+
+
+def test_a_whole_layer_is_not_touched_by_an_update():
+    """ERK keeps small layers whole: an update must leave such a layer's weights and state exactly as they are."""
+    model, optimizer, method = _setup("set", update_interval=2, sparsity=0.3)  # ERK: two of three layers whole
+    whole = [(name, layer) for name, layer in method.layers if bool(layer.weight_mask.all())]
+    assert whole, "the setup should have a layer that ERK keeps dense"
+    _train(model, optimizer, method, 1)
+    x, y = small_batch(1)
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    before = [(layer.weight.detach().clone(), optimizer.state[layer.weight]["momentum_buffer"].clone())
+              for _, layer in whole]  # fmt: skip
+    method.step()  # an update
+    assert method.log[-1]["step"] == 2
+    for (name, layer), (weight, momentum) in zip(whole, before, strict=True):
+        assert torch.equal(layer.weight, weight) and torch.equal(optimizer.state[layer.weight]["momentum_buffer"],
+                                                                momentum)  # fmt: skip
+        assert method.log[-1]["dropped"][name] == method.log[-1]["grown"][name] == 0
+
+
+def test_a_position_dropped_and_grown_again_keeps_its_weight_and_state():
+    model, optimizer, method = _setup("set", update_interval=100)
+    _train(model, optimizer, method, 1)
+    _, layer = method.layers[1]
+    kept = layer.weight_mask.clone()
+    weights = layer.weight.detach().clone()
+    momentum = optimizer.state[layer.weight]["momentum_buffer"].clone()
+    drop_score = layer.weight.detach().abs()
+    n = 6
+    dropped = kept & ~top_k_mask(torch.where(kept, drop_score, -1.0), int(kept.sum()) - n)
+    grow_score = dropped.float() * 10 + torch.rand(kept.shape)  # the dropped positions rank first, then others
+    [(n_drop, n_grow, regrown)] = method.drop_and_grow([(layer, n, n + 2, drop_score, grow_score)])
+    assert (n_drop, n_grow, regrown) == (n, n + 2, n)
+    assert torch.equal(layer.weight[kept], weights[kept])  # every kept position, regrown ones included
+    assert torch.equal(optimizer.state[layer.weight]["momentum_buffer"][kept], momentum[kept])
+    new = layer.weight_mask & ~kept
+    assert int(new.sum()) == 2 and torch.count_nonzero(layer.weight[new]) == 0
+
+
+def test_one_method_per_model():
+    model, optimizer, method = _setup("set")
+    with pytest.raises(ValueError, match="already managed by a 'set' sparsity method"):
+        create("rigl", model, optimizer, sparsity=0.8, total_steps=10)
+    method.close()
+    replacement = create("static", model, optimizer, sparsity=0.8)
+    assert [name for name, _ in replacement.layers] == [name for name, _ in method.layers]
+
+
+def test_method_step_before_optimizer_step_is_refused():
+    model, optimizer, method = _setup("rigl", update_interval=2, total_steps=20)
+    _train(model, optimizer, method, 3)  # the right order passes
+    x, y = small_batch(3)
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    method.step()  # too early: the optimizer has not used this gradient yet
+    with pytest.raises(RuntimeError, match=r"method.step\(\) ran after backward but before optimizer.step\(\)"):
+        optimizer.step()
+
+
+def test_a_skipped_optimizer_step_is_not_mistaken_for_the_wrong_order():
+    """GradScaler skips optimizer.step() when gradients overflow; method.step() after it is still right."""
+    model, optimizer, method = _setup("set", update_interval=2)
+    x, y = small_batch(0)
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    method.step()  # the step that was skipped
+    _train(model, optimizer, method, 3, start=1)
+    assert len(method.log) >= 1

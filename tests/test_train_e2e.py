@@ -18,6 +18,7 @@ import torch
 from ndsnn.cli import main
 from ndsnn.data import testing as fake_data
 from ndsnn.train import load_checkpoint
+from ndsnn.train.trainer import RUNTIME_OPTIONS
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 # 23 steps per epoch on digits; --deterministic makes resumed GPU runs bit-exact (CPU runs are anyway)
@@ -43,9 +44,21 @@ def _assert_same_run(a: Path, b: Path) -> None:
         assert torch.equal(state_a["momentum_buffer"], state_b["momentum_buffer"])
     assert first["method"]["log"] == second["method"]["log"]
     assert first["cost"] == second["cost"]
-    epochs = [[r for r in (p / "metrics.jsonl").read_text().splitlines() if '"kind": "epoch"' in r] for p in (a, b)]
-    strip = [[{k: v for k, v in json.loads(r).items() if k != "time_s"} for r in lines] for lines in epochs]
-    assert strip[0] == strip[1]
+    # every metrics line, step lines (spike rates, input rates) included; only the wall clock may differ
+    lines = [(p / "metrics.jsonl").read_text().splitlines() for p in (a, b)]
+    strip = [[_comparable(json.loads(r)) for r in run] for run in lines]
+    assert len(strip[0]) == len(strip[1]) and strip[0] == strip[1]
+    assert _summary(a)["spike_rates"] == _summary(b)["spike_rates"]
+    assert _summary(a)["input_rates"] == _summary(b)["input_rates"]
+
+
+def _comparable(record: dict) -> dict:
+    """A metrics line without what may differ between an interrupted run and one that was not: the wall
+    clock, and the runtime options in the start line (where to write, when to stop)."""
+    record = {k: v for k, v in record.items() if k != "time_s"}
+    if "config" in record:
+        record["config"] = {k: v for k, v in record["config"].items() if k not in RUNTIME_OPTIONS}
+    return record
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +96,7 @@ def test_default_job_learns_and_writes_everything(tmp_path):
     assert json.loads(evaluated.stdout)["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-12)
 
 
-@pytest.mark.parametrize("stop", [30, 46])  # mid-epoch, and at the end of epoch 2
+@pytest.mark.parametrize("stop", [30, 35, 46])  # mid-epoch (35: between metric lines), and at an epoch end
 def test_stopped_run_resumes_exactly(reference, tmp_path, stop):
     out = tmp_path / "run"
     _train(*QUICK, "--out", str(out), "--stop-after-steps", str(stop))

@@ -19,7 +19,8 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
     """The `split` ("train" or "test") of data set `name`; items are (uint8 image [C, H, W], int label).
 
     The result also has `info` (its DatasetInfo) and `labels` (int64, every label). Files are looked for in
-    data_dir, then $NDSNN_DATA, then system folders; DataFileError says what is missing or broken and how to get it.
+    data_dir if given, else $NDSNN_DATA if set, else system folders (never a mix); DataFileError says what is
+    missing or broken and how to get it.
     """
     dataset_info(name)  # ValueError for an unknown name
     if split not in SPLITS:

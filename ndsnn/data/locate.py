@@ -1,4 +1,4 @@
-"""Where data set files are searched for: --data-dir, then $NDSNN_DATA, then system-wide folders, in that order."""
+"""Where data set files are searched for: --data-dir if given, else $NDSNN_DATA if set, else system-wide folders."""
 
 from __future__ import annotations
 
@@ -27,19 +27,18 @@ class Located:
 def candidate_dirs(
     data_dir: str | os.PathLike | None, subfolders: Sequence[str], system_dirs: Sequence[str | os.PathLike] = ()
 ) -> list[Path]:
-    """Directories to try, in order: data_dir and its subfolders, then $NDSNN_DATA and its subfolders, then system dirs.
+    """Directories to try, in order. A place the user named is the only place looked in: data_dir (and its
+    subfolders) when given, else $NDSNN_DATA (and its subfolders) when set, else the system dirs. So a data
+    directory that lacks a file is reported, never completed from another copy of the data set.
 
     Each base is tried itself first, then each of `subfolders` inside it. Duplicates are dropped, order kept.
     """
-    bases = [data_dir, os.environ.get(ENV_VAR) or None]
-    dirs: list[Path] = []
-    for base in bases:
-        if base is None:
-            continue
-        root = Path(base).expanduser()
-        dirs.append(root)
-        dirs.extend(root / sub for sub in subfolders)
-    dirs.extend(Path(d) for d in system_dirs)
+    chosen = data_dir if data_dir is not None else (os.environ.get(ENV_VAR) or None)
+    if chosen is not None:
+        root = Path(chosen).expanduser()
+        dirs = [root, *(root / sub for sub in subfolders)]
+    else:
+        dirs = [Path(d) for d in system_dirs]
     unique: list[Path] = []
     for d in dirs:
         if d not in unique:

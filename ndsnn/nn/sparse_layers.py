@@ -34,14 +34,10 @@ class MaskedWeight:
 
     @property
     def density(self) -> float:
-        """Fraction of kept weights; counted again only after the mask changed (its version counter moves on
-        every in-place change), so reading it every step costs no device sync."""
+        """Fraction of kept weights, counted from the mask at every read, however the mask was changed (one
+        pass over it, and a device sync on a GPU: code that reads it every step keeps its own copy)."""
         mask = self.weight_mask
-        key = (mask.data_ptr(), mask._version)
-        if getattr(self, "_density_key", None) != key:
-            self._density_value = mask.count_nonzero().item() / max(1, mask.numel())
-            self._density_key = key
-        return self._density_value
+        return int(mask.count_nonzero()) / max(1, mask.numel())
 
     @property
     def sparsity(self) -> float:

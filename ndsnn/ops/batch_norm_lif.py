@@ -226,5 +226,5 @@ def _register() -> None:
     )
 
 
-if _extension.load().loaded:
+if _extension.load_at_import().loaded:
     _register()

@@ -13,11 +13,12 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .. import settings
 
 TABLE_FILE = Path(__file__).with_name("sparse_crossover.json")
 TABLE_FORMAT = 1
@@ -61,12 +62,13 @@ def load_table(path: Path) -> dict[str, tuple[CrossoverRecord, ...]]:
             for device, records in payload["devices"].items()
         }
     except FileNotFoundError:
-        raise FileNotFoundError(
-            f"crossover table {path} not found; write one with `python benchmarks/bench_sparse_conv.py --suite "
-            "--write-crossover` or unset NDSNN_CROSSOVER_FILE"
+        raise settings.SettingsError(
+            f"NDSNN_CROSSOVER_FILE: crossover table {path} not found; write one with `python "
+            "benchmarks/bench_sparse_conv.py --suite --write-crossover` or unset NDSNN_CROSSOVER_FILE"
         ) from None
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"crossover table {path} is not a valid table: {error}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise settings.SettingsError(f"NDSNN_CROSSOVER_FILE: crossover table {path} is not a valid table: {error}"
+                                     ) from None  # fmt: skip
 
 
 def max_sparse_density(
@@ -77,18 +79,15 @@ def max_sparse_density(
     spike_input: bool,
 ) -> float:
     """The densest mask for which the sparse kernel is expected not to be slower than dense here."""
-    override = os.environ.get("NDSNN_SPARSE_CONV_MAX_DENSITY")
-    path = os.environ.get("NDSNN_CROSSOVER_FILE") or str(TABLE_FILE)
+    override = settings.max_density_override()
+    path = str(settings.crossover_file(TABLE_FILE))
     return _lookup(device.type, tuple(x_shape), tuple(weight_shape), tuple(stride), spike_input, path, override)
 
 
 @functools.lru_cache(maxsize=4096)
 def _lookup(device_type, x_shape, weight_shape, stride, spike_input, path, override) -> float:
-    if override:
-        value = float(override)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"NDSNN_SPARSE_CONV_MAX_DENSITY must be in [0, 1], got {override}")
-        return value
+    if override is not None:
+        return override
     records = [r for r in load_table(Path(path)).get(device_type, ()) if r.spike_input == spike_input]
     if not records:
         return 0.0
@@ -103,6 +102,12 @@ def _lookup(device_type, x_shape, weight_shape, stride, spike_input, path, overr
         max_density=0.0,
     )
     return min(records, key=layer.distance).max_density
+
+
+def check_settings() -> None:
+    """Raises SettingsError now if NDSNN_SPARSE_CONV_MAX_DENSITY or NDSNN_CROSSOVER_FILE is unusable."""
+    if settings.max_density_override() is None:
+        load_table(settings.crossover_file(TABLE_FILE))
 
 
 def clear_cache() -> None:

@@ -7,6 +7,7 @@ registered here, so the op works eagerly, under torch.compile and with torch.lib
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -22,6 +23,8 @@ def _check_param(value: object, name: str, x_seq: torch.Tensor) -> None:
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
         raise TypeError(f"{name} must be a number or a floating-point tensor, got {type(value).__name__}")
     if not isinstance(value, torch.Tensor):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
         return
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
@@ -78,9 +81,12 @@ def check_lif_args(
     _check_tau_values(tau)
     if v_reset is not None and (isinstance(v_reset, bool) or not isinstance(v_reset, numbers.Real)):
         raise TypeError(f"v_reset must be a number (hard reset) or None (soft reset), got {v_reset!r}")
+    if v_reset is not None and not math.isfinite(v_reset):
+        raise ValueError(f"v_reset must be a finite number (hard reset) or None (soft reset), got {v_reset}")
     if surrogate not in SURROGATES:
         raise ValueError(f"surrogate must be one of {', '.join(SURROGATES)}; got {surrogate!r}")
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0):
+    real = isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)
+    if alpha is not None and not (real and 0 < alpha < math.inf):
         raise ValueError(f"alpha must be a positive number or None (the surrogate's default), got {alpha!r}")
     if saved_dtype is not None and saved_dtype != x_seq.dtype:
         if not (x_seq.dtype == torch.float32 and saved_dtype in COMPACT_SAVED_DTYPES):
@@ -186,5 +192,5 @@ def _register() -> None:
     )
 
 
-if _extension.load().loaded:
+if _extension.load_at_import().loaded:
     _register()

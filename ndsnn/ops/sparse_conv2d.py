@@ -2,14 +2,13 @@
 value and gradient, computed with work proportional to the kept weights where a compiled kernel exists.
 
 The mask enters the kernels as a kept-weight index (flat positions grouped by output and by input channel),
-built once per mask version and cached. The weight gradient is returned at kept positions only (zero
-elsewhere), unless ``dense_weight_grad=True``: the step before a grow, when a sparsity method needs the
-gradient of pruned weights too.
+cached on the mask and rebuilt whenever the mask's values change, however they were changed
+(ndsnn.ops.kept_index). The weight gradient is returned at kept positions only (zero elsewhere), unless
+``dense_weight_grad=True``: the step before a grow, when a sparsity method needs the gradient of pruned
+weights too.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,49 +16,8 @@ from torch.nn.modules.utils import _pair
 
 from .. import _extension
 from .crossover import max_sparse_density
+from .kept_index import KeptIndex, kept_index
 from .masked_args import check_mask_bias_devices, check_tensors
-
-
-@dataclass(frozen=True)
-class KeptIndex:
-    """Flat indices of the kept weights, grouped by output channel and by input channel."""
-
-    out_ptr: torch.Tensor  # [C_out + 1] int64
-    out_flat: torch.Tensor  # [kept] int64, ascending
-    in_ptr: torch.Tensor  # [C_in + 1] int64
-    in_flat: torch.Tensor  # [kept] int64, grouped by input channel
-
-    @property
-    def kept(self) -> int:
-        return self.out_flat.numel()
-
-
-def build_kept_index(mask: torch.Tensor, groups: int) -> KeptIndex:
-    """The index of a bool mask [C_out, C_in / groups, KH, KW] (or [out, in] of a linear layer, read as 1x1);
-    O(mask size), done once per mask version."""
-    out_channels, in_per_group, kh, kw = mask.shape if mask.dim() == 4 else (*mask.shape, 1, 1)
-    taps = in_per_group * kh * kw
-    out_flat = mask.reshape(-1).nonzero().reshape(-1)
-    per_output = torch.bincount(out_flat // taps, minlength=out_channels)
-    out_ptr = torch.cat([out_flat.new_zeros(1), per_output.cumsum(0)])
-    output = out_flat // taps
-    in_channel = (output // (out_channels // groups)) * in_per_group + (out_flat % taps) // (kh * kw)
-    order = torch.argsort(in_channel, stable=True)
-    in_flat = out_flat[order].contiguous()
-    per_input = torch.bincount(in_channel, minlength=in_per_group * groups)
-    in_ptr = torch.cat([out_flat.new_zeros(1), per_input.cumsum(0)])
-    return KeptIndex(out_ptr.contiguous(), out_flat.contiguous(), in_ptr.contiguous(), in_flat)
-
-
-def kept_index(mask: torch.Tensor, groups: int) -> KeptIndex:
-    """Cached on the mask tensor itself; rebuilt when the mask is modified in place (its version changes)."""
-    key = (mask._version, mask.data_ptr(), tuple(mask.shape), groups)
-    cached = getattr(mask, "_ndsnn_kept_index", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    index = build_kept_index(mask, groups)
-    mask._ndsnn_kept_index = (key, index)
-    return index
 
 
 def sparse_conv2d_reference(x, weight, mask, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -90,12 +48,20 @@ IMPLEMENTATIONS = ("auto", "sparse", "dense")
 SPIKE_INPUT_MAX_DENSITY = 0.3
 
 
-def _choose_sparse(x, weight, density, stride, spike_input) -> bool:
+def _crossovers(x, weight, stride, spike_input) -> tuple[float, float]:
+    """The densest masks for which the sparse kernel wins here: (as spikes, as real input), one of them
+    for an input kind the caller named."""
+    if spike_input is not None:
+        value = max_sparse_density(x.device, x.shape, weight.shape, stride, spike_input)
+        return (value, 0.0) if spike_input else (0.0, value)
+    as_spikes = max_sparse_density(x.device, x.shape, weight.shape, stride, True)
+    return as_spikes, max_sparse_density(x.device, x.shape, weight.shape, stride, False)
+
+
+def _choose_sparse(x, density, spike_input, as_spikes: float, as_real: float) -> bool:
     """auto: the sparse kernel when the mask is no denser than the measured crossover for this layer."""
     if spike_input is not None:
-        return density <= max_sparse_density(x.device, x.shape, weight.shape, stride, spike_input)
-    as_spikes = max_sparse_density(x.device, x.shape, weight.shape, stride, True)
-    as_real = max_sparse_density(x.device, x.shape, weight.shape, stride, False)
+        return density <= (as_spikes if spike_input else as_real)
     if density <= min(as_spikes, as_real):
         return True
     if density > max(as_spikes, as_real):
@@ -154,9 +120,13 @@ def plan_sparse(
         raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}; got {implementation!r}")
     if implementation == "dense" or not _extension.use_kernel("sparse_conv2d_forward", x.device):
         return None
+    if implementation == "auto":
+        as_spikes, as_real = _crossovers(x, weight, stride, spike_input)
+        if max(as_spikes, as_real) <= 0.0:  # the kernel never wins here: no index needed
+            return None
     index = kept_index(mask if index_mask is None else index_mask, groups)
     density = index.kept / max(1, mask.numel())
-    if implementation == "auto" and not _choose_sparse(x, weight, density, stride, spike_input):
+    if implementation == "auto" and not _choose_sparse(x, density, spike_input, as_spikes, as_real):
         return None
     return index
 
@@ -216,5 +186,5 @@ def _register() -> None:
     torch.library.register_autograd("ndsnn::sparse_conv2d_forward", backward, setup_context=setup_context)
 
 
-if _extension.load().loaded:
+if _extension.load_at_import().loaded:
     _register()

@@ -39,6 +39,25 @@ class Budget:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def validate(self) -> None:
+        """Raises ValueError naming the first setting no sweep could run with (before any run starts)."""
+        for name in ("epochs", "timesteps", "batch_size"):
+            _positive(name, getattr(self, name))
+        for name in ("train_samples", "test_samples"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ValueError(f"--seeds must be non-negative integers, got {' '.join(map(str, self.seeds))}")
+        if not self.sparsities or any(not 0.0 <= s < 1.0 for s in self.sparsities):
+            raise ValueError(f"--sparsities must be in [0, 1), got {' '.join(map(str, self.sparsities))}")
+        if not self.methods or any(m not in METHODS for m in self.methods):
+            raise ValueError(f"--methods must be among {', '.join(METHODS)}, got {' '.join(self.methods)}")
+
+
+def _positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
 
 BUDGETS: dict[str, Budget] = {
     "cpu": Budget("cpu"),

@@ -3,7 +3,6 @@ results.md (the table and claims, what the README shows) and the plots."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import torch
 
 from .. import __version__
+from ..train.json_safe import dumps
 from .aggregate import claims, markdown, table_rows
 from .plots import plot_sweep
 
@@ -28,7 +28,7 @@ def write_report(summaries: list[dict[str, Any]], settings: dict[str, Any], out_
     results = {"settings": settings, "environment": environment, "table": rows, "claims": found,
                "runs": summaries}  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out_dir / "results.json").write_text(dumps(results, indent=2) + "\n")
     (out_dir / "results.md").write_text(markdown(rows, found, settings))
     results["plots"] = [str(p) for p in plot_sweep(rows, out_dir)]
     return results

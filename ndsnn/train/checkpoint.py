@@ -2,12 +2,18 @@
 
 save_checkpoint writes to a temporary file in the same directory, flushes and fsyncs it, renames it over the
 target (atomic on POSIX) and fsyncs the directory, so a crash at any moment leaves the previous checkpoint or
-the new one, never a torn file."""
+the new one, never a torn file.
+
+load_checkpoint runs no code from the file: it unpickles with torch's weights-only loader, which admits
+tensors, numbers, strings and containers only, so a checkpoint shared by somebody else is data, never a
+program. A file that asks for anything else is refused with a message naming what it asked for."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -62,7 +68,13 @@ def load_checkpoint(path: str | Path, kind: str = "train") -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain data "
+            f"({_refused_object(error)}); ndsnn loads no file that could run code"
+        ) from None
     except Exception as error:  # truncated zip, wrong format: torch raises several types
         raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file ({type(error).__name__}: {error})"
                               ) from None  # fmt: skip
@@ -71,9 +83,24 @@ def load_checkpoint(path: str | Path, kind: str = "train") -> dict[str, Any]:
     return state
 
 
+def _numpy_array_globals() -> list[Any]:
+    """What unpickling a plain numpy uint32 array needs (format-1 checkpoints kept numpy's random state so):
+    the array reconstructor, the array and dtype classes; none of them calls anything the file names."""
+    multiarray = getattr(np, "_core", None) or np.core
+    return [multiarray.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _refused_object(error: Exception) -> str:
+    found = re.search(r"GLOBAL (\S+)", str(error))
+    return f"it asks for {found.group(1)}" if found else str(error).strip().splitlines()[-1][:200]
+
+
 def rng_state() -> dict[str, Any]:
-    """The state of every random-number generator a training step may draw from."""
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """The state of every random-number generator a training step may draw from, as tensors and plain
+    values (numpy's key array as an int64 tensor), so the checkpoint loads with the weights-only loader."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -82,6 +109,8 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state((name, keys.astype(np.uint32), position, has_gauss, cached_gaussian))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

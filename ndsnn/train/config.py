@@ -103,11 +103,15 @@ class TrainConfig:
         _number("lr", self.lr, 0.0, math.inf, low_open=True)
         _number("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _number("weight-decay", self.weight_decay, 0.0, math.inf)
-        if not isinstance(self.method_options, dict):
-            raise ConfigError(f"method_options must be a mapping, got {self.method_options!r}")
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+        if not isinstance(self.method_options, dict) or not all(isinstance(k, str) for k in self.method_options):
+            raise ConfigError(f"method_options must be a mapping of option names, got {self.method_options!r}")
+        if not isinstance(self.device, str) or not is_device_name(self.device):
             raise ConfigError(f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        for name in ("amp", "progress", "debug_masks"):
+        for name in ("out", "data_dir"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value or "\0" in value):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a path, got {value!r}")
+        for name in ("amp", "progress", "debug_masks", "deterministic"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
@@ -116,9 +120,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """The options in a YAML (.yaml / .yml) or JSON file, as a mapping."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"--config: cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"--config: {path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -136,19 +142,30 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def is_device_name(name: str) -> bool:
+    """auto, cpu, cuda or cuda:N."""
+    if name in ("auto", "cpu", "cuda"):
+        return True
+    prefix, _, index = name.partition(":")
+    return prefix == "cuda" and index.isdigit()
+
+
 def _choice(name: str, value: Any, choices) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def _number(name: str, value: Any, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         above = value > low if low_open else value >= low
         below = value < high if high_open else value <= high
         if above and below:
             return
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    raise ConfigError(f"--{name.replace('_', '-')} must be a number in {interval}, got {value!r}")
+    if math.isinf(high):
+        expected = f"a finite number {'>' if low_open else '>='} {low:g}"
+    else:
+        expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    raise ConfigError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
 
 
 def _positive_int(name: str, value: Any) -> None:

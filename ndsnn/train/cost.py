@@ -44,14 +44,16 @@ class TrainingCost:
     def __init__(self, layers: Iterable[tuple[str, MaskedWeight]]) -> None:
         self.totals = dict.fromkeys(COST_KEYS, 0.0)
         self.pending: dict[str, float | torch.Tensor] = dict.fromkeys(COST_KEYS, 0.0)
-        self.input_rates: dict[str, list[torch.Tensor]] = {}
+        self.input_rate_sums: dict[str, torch.Tensor] = {}  # since the last take_input_rates()
+        self.input_rate_counts: dict[str, int] = {}
         self.layers = list(layers)
         self.densities: dict[str, float] = {}
         self.refresh_densities()
         self.handles = [layer.register_forward_hook(self._hook(name)) for name, layer in self.layers]
 
     def refresh_densities(self) -> None:
-        """Reads the masks' densities (once per step: masks change only in the method's step)."""
+        """Reads the masks' densities; the trainer calls it whenever the masks may have changed (a method's
+        update, an LTH round, a resume)."""
         self.densities = {name: layer.density for name, layer in self.layers}
 
     def _hook(self, name: str):
@@ -70,7 +72,8 @@ class TrainingCost:
                 self.pending["sops_backward"] + macs * density + macs * weight_density * rate
             )
             self.pending["dense_flops"] += 6 * macs
-            self.input_rates.setdefault(name, []).append(rate)
+            self.input_rate_sums[name] = self.input_rate_sums.get(name, 0) + rate
+            self.input_rate_counts[name] = self.input_rate_counts.get(name, 0) + 1
 
         return record
 
@@ -80,14 +83,22 @@ class TrainingCost:
         for key, value in step.items():
             self.totals[key] += value
         self.pending = dict.fromkeys(COST_KEYS, 0.0)
-        self.refresh_densities()
         return step
 
     def take_input_rates(self) -> dict[str, float]:
         """Mean input nonzero fraction of each layer since the last call."""
-        rates = {name: float(sum(values)) / len(values) for name, values in self.input_rates.items() if values}
-        self.input_rates = {}
+        rates = {name: float(total) / self.input_rate_counts[name] for name, total in self.input_rate_sums.items()}
+        self.input_rate_sums, self.input_rate_counts = {}, {}
         return rates
+
+    def input_rates_state_dict(self) -> dict[str, dict]:
+        """The input-rate sums and counts since the last take_input_rates(), for an exact resume."""
+        sums = {name: torch.as_tensor(total).detach().cpu() for name, total in self.input_rate_sums.items()}
+        return {"sums": sums, "counts": dict(self.input_rate_counts)}
+
+    def load_input_rates_state_dict(self, state: dict[str, dict]) -> None:
+        self.input_rate_sums = dict(state["sums"])
+        self.input_rate_counts = {name: int(n) for name, n in state["counts"].items()}
 
     def summary(self) -> dict[str, float]:
         """Totals, with FLOPs relative to training the same network dense."""

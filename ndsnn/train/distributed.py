@@ -44,6 +44,14 @@ class DistContext:
             dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether `flag` is true on any rank (every rank gets the same answer)."""
+        if not self.enabled:
+            return flag
+        tensor = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
     def average_buffers(self, model: nn.Module) -> None:
         """Averages batch-norm running statistics over ranks (each rank saw different data)."""
         if not self.enabled:

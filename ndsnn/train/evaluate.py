@@ -13,7 +13,8 @@ from ..data import dataset_info, load_dataset, normalize_batch
 from ..nn.convert import masked_modules
 from ..nn.lif import learnable_like
 from .checkpoint import CheckpointError, load_checkpoint
-from .export import load_compact, model_spec
+from .config import ConfigError, TrainConfig
+from .export import load_compact, load_state, model_spec
 from .trainer import overall_density, resolve_device, test_totals
 
 
@@ -26,11 +27,25 @@ def load_model(path: str | Path, device: torch.device) -> tuple[nn.Module, dict[
         if "not an ndsnn compact file" not in str(error):
             raise
     state = load_checkpoint(path, kind="train")
-    config = state["config"]
-    spec = model_spec(config, dataset_info(config["dataset"]))
-    model = learnable_like(models.create(**spec), state["model"])
-    model.load_state_dict(state["model"])
-    return model.to(device), spec, config["dataset"]
+    config = checked_config(path, state)
+    spec = model_spec(config.to_dict(), dataset_info(config.dataset))
+    weights = state.get("model")
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: its 'model' entry must be a state dict")
+    model = learnable_like(models.create(**spec), weights)
+    load_state(path, model, weights)
+    return model.to(device), spec, config.dataset
+
+
+def checked_config(path: str | Path, state: dict[str, Any]) -> TrainConfig:
+    """The options a training checkpoint was written with, validated like the command line's."""
+    values = state.get("config")
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path}: it holds no run options (a 'config' mapping)")
+    try:
+        return TrainConfig.from_dict(values, source=str(path))
+    except ConfigError as error:
+        raise CheckpointError(f"{path} holds options ndsnn cannot use: {error}") from None
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """The metrics log of a run: one JSON object per line (step lines and epoch lines), appended as training goes.
 
 A resumed run first drops the lines written after its checkpoint, so the log reads as if the run had never
-stopped."""
+stopped; a run resumed into another directory starts from the log beside its checkpoint. Every line is
+standard JSON (a number that is not finite is written as null)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import atomic_write_text
+from .json_safe import dumps
 
 
 class MetricsLog:
@@ -17,27 +19,36 @@ class MetricsLog:
         self.path = Path(path)
         self.enabled = enabled
 
-    def start(self, resume_step: int | None) -> None:
-        """A fresh log, or (resuming) the existing one cut back to the lines of steps <= resume_step."""
+    def start(self, resume_step: int | None, source: str | Path | None = None) -> None:
+        """A fresh log, or (resuming) the log at `source` (default: this one) cut back to the lines of steps
+        <= resume_step."""
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = [r for r in self.read() if r.get("step", 0) <= resume_step] if resume_step is not None else []
-        atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
+        kept = []
+        if resume_step is not None:
+            kept = [r for r in _read(Path(source or self.path)) if r.get("step", 0) <= resume_step]
+        atomic_write_text(self.path, "".join(dumps(record) + "\n" for record in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
             with open(self.path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+                handle.write(dumps(record) + "\n")
 
     def read(self) -> list[dict[str, Any]]:
         """Every complete line (a line cut by a crash is skipped)."""
-        if not self.path.is_file():
-            return []
-        records = []
-        for line in self.path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return records
+        return _read(self.path)
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

@@ -3,7 +3,7 @@ the report printed at the end."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,9 @@ from typing import Any
 from .checkpoint import atomic_write_text
 from .config import ConfigError, TrainConfig
 from .export import export_compact, model_spec
+from .json_safe import dumps
 from .plots import plot_run
+from .run_directory import RunDirectoryLock
 from .trainer import CHECKPOINT_NAME, Trainer
 
 
@@ -22,7 +24,8 @@ def default_out_dir(config: TrainConfig) -> Path:
 def choose_out_dir(config: TrainConfig, resume: str | None, overwrite: bool) -> tuple[Path, Path | None]:
     """(output directory, checkpoint to resume from). A new run never overwrites another's checkpoint:
     an explicit --out that holds one needs --resume or --overwrite; the default directory gets a numbered
-    sibling (a single process only: under torchrun every rank must pick the same directory)."""
+    sibling (a single process only: under torchrun every rank must pick the same directory). A resumed run
+    writes where its checkpoint is, or into --out when given (never where the run first lived)."""
     if resume is not None:
         if resume != "auto":
             checkpoint = Path(resume)
@@ -30,41 +33,52 @@ def choose_out_dir(config: TrainConfig, resume: str | None, overwrite: bool) -> 
         out = Path(config.out) if config.out else default_out_dir(config)
         return out, out / CHECKPOINT_NAME
     if config.out:
-        out = Path(config.out)
-        if (out / CHECKPOINT_NAME).exists() and not overwrite:
-            raise ConfigError(f"--out {out} holds a run's checkpoint; pass --resume to continue it or --overwrite "
-                              "to start again")  # fmt: skip
-        return out, None
+        return Path(config.out), None
     base = default_out_dir(config)
     out, number = base, 1
     single = int(os.environ.get("WORLD_SIZE", "1")) <= 1
     while single and (out / CHECKPOINT_NAME).exists() and not overwrite:
         number += 1
         out = base.with_name(f"{base.name}-{number}")
-    if not single and (out / CHECKPOINT_NAME).exists() and not overwrite:
-        raise ConfigError(f"{out} holds a run's checkpoint; pass --out, --resume or --overwrite")
     return out, None
+
+
+def check_out_dir(out: Path, checkpoint: Path | None, overwrite: bool) -> None:
+    """Refuses to write over another run's checkpoint in `out` (checked while holding the directory's lock)."""
+    own = out / CHECKPOINT_NAME
+    if overwrite or not own.exists():
+        return
+    if checkpoint is None:
+        raise ConfigError(f"--out {out} holds a run's checkpoint; pass --resume to continue it or --overwrite "
+                          "to start again")  # fmt: skip
+    if own.resolve() != checkpoint.resolve():
+        raise ConfigError(f"--out {out} holds another checkpoint; continue that run with --resume {own}, or pass "
+                          f"--overwrite to replace it with the continuation of {checkpoint}")  # fmt: skip
 
 
 def train(config: TrainConfig, resume: str | None = None, overwrite: bool = False, plots: bool = True,
           verbose: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Trains (or resumes) a run and writes its files; returns the summary."""
+    """Trains (or resumes) a run and writes its files; returns the summary. The output directory is locked
+    for the whole run (rank 0 writes, so rank 0 locks)."""
     out, checkpoint = choose_out_dir(config, resume, overwrite)
-    trainer = Trainer(config, out)
-    try:
-        summary = trainer.fit(checkpoint)
-        if not summary["completed"]:
-            if trainer.dist.is_main and verbose:
-                print(f"stopped at step {summary['steps']}; the checkpoint is {out / CHECKPOINT_NAME}: continue with "
-                      f"ndsnn train --resume {out / CHECKPOINT_NAME}")  # fmt: skip
+    writer = int(os.environ.get("RANK", "0")) == 0
+    with RunDirectoryLock(out) if writer else contextlib.nullcontext():
+        check_out_dir(out, checkpoint, overwrite)
+        trainer = Trainer(config, out)
+        try:
+            summary = trainer.fit(checkpoint)
+            if not summary["completed"]:
+                if trainer.dist.is_main and verbose:
+                    print(f"stopped at step {summary['steps']}; the checkpoint is {out / CHECKPOINT_NAME}: continue "
+                          f"with ndsnn train --resume {out / CHECKPOINT_NAME}")  # fmt: skip
+                return summary
+            if trainer.dist.is_main:
+                summary["outputs"] = write_outputs(trainer, summary, plots)
+                if verbose:
+                    print(report(summary, out))
             return summary
-        if trainer.dist.is_main:
-            summary["outputs"] = write_outputs(trainer, summary, plots)
-            if verbose:
-                print(report(summary, out))
-        return summary
-    finally:
-        trainer.dist.close()
+        finally:
+            trainer.dist.close()
 
 
 def write_outputs(trainer: Trainer, summary: dict[str, Any], plots: bool) -> dict[str, str]:
@@ -78,7 +92,7 @@ def write_outputs(trainer: Trainer, summary: dict[str, Any], plots: bool) -> dic
         written = plot_run(trainer.metrics.read(), summary, out / "plots")
         outputs["plots"] = ", ".join(str(p) for p in written)
     summary_path = out / "summary.json"
-    atomic_write_text(summary_path, json.dumps({**summary, "outputs": outputs}, indent=2) + "\n")
+    atomic_write_text(summary_path, dumps({**summary, "outputs": outputs}, indent=2) + "\n")
     outputs["summary"] = str(summary_path)
     return outputs
 
@@ -98,4 +112,4 @@ def report(summary: dict[str, Any], out: Path) -> str:
     ])  # fmt: skip
 
 
-__all__ = ["choose_out_dir", "default_out_dir", "report", "train"]
+__all__ = ["check_out_dir", "choose_out_dir", "default_out_dir", "report", "train"]

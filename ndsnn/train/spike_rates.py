@@ -25,6 +25,13 @@ class SpikeRates:
 
         return record
 
+    def state_dict(self) -> dict[str, dict]:
+        """The running sums and counts since the last take(), so that a resumed run reports the same rates."""
+        return {"sums": {name: value.detach().cpu() for name, value in self.sums.items()}, "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        self.sums, self.counts = dict(state["sums"]), {name: int(n) for name, n in state["counts"].items()}
+
     def take(self) -> dict[str, float]:
         rates = {name: float(self.sums[name]) / self.counts[name] for name in self.sums}
         self.sums, self.counts = {}, {}

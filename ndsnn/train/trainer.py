@@ -4,7 +4,8 @@ One step: images -> augmentation (a generator seeded by seed, epoch and batch, s
 crops) -> logits [T, N, K] -> loss (mean over T of the cross-entropy) -> backward -> optimizer step -> sparsity
 method step (masks change on its schedule; pruned weights and their optimizer state stay zero) -> cost and
 spike-rate accounting. Each epoch ends with an evaluation, a metrics line and a checkpoint; a checkpoint also
-every `checkpoint_interval` steps. LTH trains `epochs` epochs per round, for all of its rounds.
+every `checkpoint_interval` steps. LTH trains `epochs` epochs per round, for all of its rounds. A loss that is
+not finite stops the run before its optimizer step (TrainingDiverged), so the last checkpoint stays good.
 
 Several processes (torchrun): each trains on its shard of every epoch's permutation, DDP averages gradients,
 so the methods' decisions (and masks) agree on every rank; metrics are summed over ranks, batch-norm
@@ -30,14 +31,17 @@ from .. import __version__, models, sparse
 from ..data import augment_batch, load_dataset, normalize_batch
 from ..models import per_step_cross_entropy
 from ..nn.convert import masked_modules
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import ConfigError, TrainConfig
+from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import ConfigError, TrainConfig, is_device_name
 from .cost import TrainingCost
 from .distributed import DistContext, masks_digest
 from .metrics import MetricsLog
 from .spike_rates import SpikeRates
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# What a training checkpoint must hold to be resumed.
+CHECKPOINT_KEYS = ("config", "epoch", "batch", "step", "world_size", "model", "optimizer", "method", "cost",
+                   "epoch_totals", "best_accuracy", "elapsed", "rng", "spike_rates", "input_rates")  # fmt: skip
 # Methods whose starting density is an option (the others start at the target, or dense).
 INIT_DENSITY_METHODS = ("ndsnn", "criticality", "pq_index")
 # Options that may change when a run is resumed: they do not change its numbers.
@@ -46,6 +50,8 @@ RUNTIME_OPTIONS = ("data_dir", "out", "device", "workers", "progress", "log_inte
 
 
 def resolve_device(name: str) -> torch.device:
+    if not isinstance(name, str) or not is_device_name(name):
+        raise ConfigError(f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -74,6 +80,10 @@ def local_cuda_device(local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the message says where, and which checkpoint is still good."""
+
+
 class Trainer:
     """Builds everything a run needs from a TrainConfig; `fit()` trains (or resumes) and returns the summary."""
 
@@ -97,8 +107,11 @@ class Trainer:
         self.train_set = _subset(train_set, config.train_samples, "train-samples")
         self.test_set = _subset(load_dataset(config.dataset, "test", config.data_dir), config.test_samples,
                                 "test-samples")  # fmt: skip
-        self.model = models.create(config.model, self.info.num_classes, self.info.in_channels, config.timesteps,
-                                   self.info.image_size).to(self.device)  # fmt: skip
+        try:
+            self.model = models.create(config.model, self.info.num_classes, self.info.in_channels, config.timesteps,
+                                       self.info.image_size).to(self.device)  # fmt: skip
+        except ValueError as error:  # a model that cannot take this data set's images
+            raise ConfigError(f"--model {config.model} on --dataset {config.dataset}: {error}") from None
         self.optimizer = self._build_optimizer()
         shard = math.ceil(len(self.train_set) / self.dist.world_size)
         self.steps_per_epoch = math.ceil(shard / config.batch_size)
@@ -124,6 +137,10 @@ class Trainer:
         self.elapsed = 0.0
         self.last_spike_rates: dict[str, float] = {}
         self.last_input_rates: dict[str, float] = {}
+        self.last_epoch_record: dict[str, Any] = {}  # the latest epoch line: what the summary reports
+        self.last_saved_step: int | None = None  # the step of the checkpoint on disk, if this run wrote one
+        self.layer_densities: dict[str, float] = {}
+        self.refresh_densities()
         self.stopped = False
 
     # -- construction ------------------------------------------------------------------------------------
@@ -191,7 +208,9 @@ class Trainer:
     def fit(self, resume_from: str | Path | None = None) -> dict[str, Any]:
         if resume_from is not None:
             self.load(resume_from)
-        self.metrics.start(self.step if resume_from is not None else None)
+            self.metrics.start(self.step, source=Path(resume_from).parent / self.metrics.path.name)
+        else:
+            self.metrics.start(None)
         if resume_from is None and self.dist.is_main:
             self.metrics.write({"kind": "start", "step": 0, "config": self.config.to_dict()})
         started = time.perf_counter() - self.elapsed
@@ -200,6 +219,7 @@ class Trainer:
             if self.rounds > 1 and self.batch == 0 and self.epoch > 0 and self.epoch % self.config.epochs == 0:
                 if self.method.round < self.epoch // self.config.epochs:
                     self.method.next_round()  # LTH: prune, rewind, zero the optimizer state
+                    self.refresh_densities()
             self.train_epoch(started)
             if self.stopped:
                 break
@@ -215,6 +235,7 @@ class Trainer:
             if self.rounds > 1:
                 record["round"] = self.method.round
             self.metrics.write(record)
+            self.last_epoch_record = record
             self.epoch, self.batch, self.epoch_totals = self.epoch + 1, 0, [0.0, 0.0, 0.0]
             self.elapsed = time.perf_counter() - started
             self.save()
@@ -239,20 +260,24 @@ class Trainer:
                 extra = auxiliary(x) if auxiliary is not None else None
                 if extra is not None:
                     loss = loss + extra
+            loss_value = loss.item()
+            self.stop_if_diverged(loss_value)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             updates_before = len(self.method.log)
             self.method.step()
             self.cost.end_step()
-            if self.config.debug_masks and len(self.method.log) != updates_before:
-                self.check_masks()
+            if len(self.method.log) != updates_before:
+                self.refresh_densities()
+                if self.config.debug_masks:
+                    self.check_masks()
             self.step, self.batch = self.step + 1, self.batch + 1
             correct = (logits.detach().float().mean(0).argmax(-1) == labels).sum().item()
-            self.epoch_totals = [self.epoch_totals[0] + loss.item() * len(labels),
+            self.epoch_totals = [self.epoch_totals[0] + loss_value * len(labels),
                                  self.epoch_totals[1] + correct, self.epoch_totals[2] + len(labels)]  # fmt: skip
             if self.step % self.config.log_interval == 0 or self.batch == len(batches):
-                self._log_step(loss.item(), correct / len(labels))
+                self._log_step(loss_value, correct / len(labels))
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{self.epoch_totals[0] / self.epoch_totals[2]:.3f}",
@@ -269,6 +294,33 @@ class Trainer:
                 break
         if progress is not None:
             progress.close()
+
+    def _float_state(self):
+        """(name, tensor) of every floating-point tensor of the model and the optimizer state."""
+        for name, value in self.model.state_dict().items():
+            if value.is_floating_point():
+                yield name, value
+        for index, state in enumerate(self.optimizer.state.values()):
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                    yield f"optimizer state {key} of parameter {index}", value
+
+    def stop_if_diverged(self, loss_value: float, what: str | None = None) -> None:
+        """Raises TrainingDiverged when the loss is NaN or infinite on any rank (checked before the optimizer
+        step), or when `what` names a tensor that is not finite (checked before a checkpoint is written)."""
+        diverged = what is not None or self.dist.any(not math.isfinite(loss_value), self.device)
+        if not diverged:
+            return
+        step = self.step if what else self.step + 1  # a checkpoint's step is done; a loss's is under way
+        where = f"at step {step} (epoch {self.epoch + 1})"
+        change = f"lower --lr (now {self.config.lr:g})" + (" or train without --amp" if self.config.amp else "")
+        if self.last_saved_step is None:
+            kept = f"no checkpoint was written before it; start again and {change}"
+        else:
+            kept = (f"the checkpoint {self.out_dir / CHECKPOINT_NAME} still holds step {self.last_saved_step}; "
+                    f"{change} and start again, or resume it to retry")  # fmt: skip
+        cause = what or f"the loss is {loss_value}"
+        raise TrainingDiverged(f"training diverged: {cause} {where}; {kept}")
 
     def cost_summary(self) -> dict[str, float]:
         """The layers' training cost, and what the sparsity method spent deciding its masks."""
@@ -304,9 +356,16 @@ class Trainer:
         self.dist.check_same(masks_digest(masks), f"masks after step {self.step + 1}")
 
     # -- state -------------------------------------------------------------------------------------------
+    def refresh_densities(self) -> None:
+        """Counts the masks again: after every mask update, LTH round and resume (the only places the trainer
+        changes masks), so that per-step reporting costs no pass over the masks."""
+        self.layer_densities = {name: layer.density for name, layer in self.method.layers}
+        self.cost.refresh_densities()
+
     def density(self) -> float:
-        """Kept fraction of all sparse weights (the layers the method manages)."""
-        return overall_density(layer for _, layer in self.method.layers)
+        """Kept fraction of all sparse weights (the layers the method manages), as of the last mask change."""
+        sizes = {name: layer.weight_mask.numel() for name, layer in self.method.layers}
+        return sum(sizes[name] * d for name, d in self.layer_densities.items()) / sum(sizes.values())
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "train", "format": 1, "ndsnn": __version__, "config": self.config.to_dict(),
@@ -314,16 +373,36 @@ class Trainer:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "method": self.method.state_dict(), "cost": self.cost.state_dict(), "epoch_totals": self.epoch_totals,
                 "best_accuracy": self.best_accuracy, "elapsed": self.elapsed, "rng": rng_state(),
-                "spike_rates": self.last_spike_rates, "input_rates": self.last_input_rates}  # fmt: skip
+                "spike_rates": self.last_spike_rates, "input_rates": self.last_input_rates,
+                "spike_rate_sums": self.spikes.state_dict(), "input_rate_sums": self.cost.input_rates_state_dict(),
+                "last_epoch": self.last_epoch_record}  # fmt: skip
 
     def save(self) -> None:
+        """Writes the checkpoint, unless the model or optimizer state holds a value that is not finite: then
+        the run has diverged and the checkpoint on disk (the last good one) is kept."""
         self.dist.average_buffers(self.model)
+        bad = next((name for name, value in self._float_state() if not bool(torch.isfinite(value).all())), None)
+        if self.dist.any(bad is not None, self.device):
+            self.stop_if_diverged(math.nan, f"{bad or 'a tensor on another rank'} is not finite")
         if self.dist.is_main:
             save_checkpoint(self.state_dict(), self.out_dir / CHECKPOINT_NAME)
+        self.last_saved_step = self.step
         self.dist.barrier()
 
     def load(self, path: str | Path) -> None:
         state = load_checkpoint(path)
+        missing = [key for key in CHECKPOINT_KEYS if key not in state]
+        if missing:
+            raise CheckpointError(f"{path} is incomplete: it lacks {', '.join(missing)}")
+        try:
+            self._load_state(path, state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
+            if isinstance(error, (ConfigError, CheckpointError)):
+                raise
+            detail = " ".join(str(error).strip().splitlines()[:2])[:300] or type(error).__name__
+            raise CheckpointError(f"{path} does not fit this run: {type(error).__name__}: {detail}") from None
+
+    def _load_state(self, path: str | Path, state: dict[str, Any]) -> None:
         if state["world_size"] != self.dist.world_size:
             raise ConfigError(f"--resume: {path} was written by a run of {state['world_size']} process(es); "
                               f"resume it with the same number, not {self.dist.world_size}")  # fmt: skip
@@ -337,16 +416,24 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
         self.cost.load_state_dict(state["cost"])
-        self.cost.refresh_densities()
+        self.refresh_densities()
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.last_saved_step = self.step
         self.epoch_totals, self.best_accuracy = list(state["epoch_totals"]), state["best_accuracy"]
         self.elapsed = state["elapsed"]
         self.last_spike_rates, self.last_input_rates = state["spike_rates"], state["input_rates"]
+        if "spike_rate_sums" in state:  # checkpoints written before these were kept lack them
+            self.spikes.load_state_dict(state["spike_rate_sums"])
+            self.cost.load_input_rates_state_dict(state["input_rate_sums"])
+        self.last_epoch_record = dict(state.get("last_epoch") or self._last_epoch_in_log())
         set_rng_state(state["rng"])
 
-    def summary(self) -> dict[str, Any]:
+    def _last_epoch_in_log(self) -> dict[str, Any]:
         epochs = [r for r in self.metrics.read() if r.get("kind") == "epoch"] if self.dist.is_main else []
-        last = epochs[-1] if epochs else {}
+        return epochs[-1] if epochs else {}
+
+    def summary(self) -> dict[str, Any]:
+        last = self.last_epoch_record
         layer_density = {name: layer.density for name, layer in self.method.layers}
         return {
             "model": self.config.model, "dataset": self.config.dataset, "method": self.config.method,

@@ -4,9 +4,18 @@ drop / grow with optimizer-state hygiene, state for resuming, and a per-update l
 Usage: ``loss.backward(); optimizer.step(); method.step()``. Masks live in the layers (bool ``weight_mask``
 buffers of ndsnn.nn sparse layers; plain nn.Conv2d / nn.Linear are converted in place), so they are saved
 with the model. After every step pruned weights and their optimizer state are zero.
+
+Two misuses are refused rather than left to corrupt training silently: a second method on layers that one
+already manages (their decisions would fight over the masks), and ``method.step()`` before
+``optimizer.step()`` (the optimizer would then apply a dense gradient to weights the method just pruned):
+hooks on the managed weights' gradients and on the optimizer see the order, and the optimizer step that
+would follow a misplaced ``method.step()`` raises instead. ``method.close()`` releases the layers.
 """
 
 from __future__ import annotations
+
+import itertools
+import weakref
 
 import torch
 import torch.distributed as dist
@@ -19,6 +28,9 @@ from ...nn.sparse_layers import MaskedWeight, SparseLinear, SparseSpikingConv2d
 from ..density import check_density, kept_counts, layer_densities
 from ..masks import magnitude_mask, random_mask, top_k_mask
 from ..topk import grow_topk
+
+# The method that manages each masked layer (weak on both sides: a discarded method frees its layers).
+_OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class SparseMethod:
@@ -62,7 +74,17 @@ class SparseMethod:
             layers = layers[:-1]
         if not layers:
             raise ValueError("the model has no Conv2d / Linear layer to make sparse")
+        for name, layer in layers:
+            owner = _OWNERS.get(layer)
+            if owner is not None and owner() is not None:
+                raise ValueError(f"layer {name!r} is already managed by a {owner().name!r} sparsity method: one "
+                                 "method per model (call that method's close() to replace it)")  # fmt: skip
         self.layers: list[tuple[str, MaskedWeight]] = layers
+        for _, layer in layers:
+            _OWNERS[layer] = weakref.ref(self)
+        self._clock = itertools.count(1)
+        self._last_gradient = self._last_method_step = self._last_optimizer_step = 0
+        self._hooks = self._order_hooks()
         self.step_count = 0
         self.decision_ops = 0  # elements scanned to decide masks (scores, rankings): the method's own cost
         self.log: list[dict] = []
@@ -128,8 +150,40 @@ class SparseMethod:
     def stop_step(self) -> int:
         return self.total_steps if self.total_steps is not None else 0
 
+    def _order_hooks(self) -> list:
+        """Hooks that see backward, optimizer.step() and method.step() in the order they run."""
+        reference = weakref.ref(self)
+
+        def gradient_arrived(_parameter: torch.Tensor) -> None:
+            method = reference()
+            if method is not None:
+                method._last_gradient = next(method._clock)
+
+        def before_optimizer_step(_optimizer, _args, _kwargs) -> None:
+            method = reference()
+            if method is None:
+                return
+            if method._last_optimizer_step < method._last_gradient < method._last_method_step:
+                raise RuntimeError(f"{method.name}: method.step() ran after backward but before optimizer.step(); "
+                                   "call it after: loss.backward(); optimizer.step(); method.step()")  # fmt: skip
+            method._last_optimizer_step = next(method._clock)
+
+        hooks = [layer.weight.register_post_accumulate_grad_hook(gradient_arrived) for _, layer in self.layers]
+        return [*hooks, self.optimizer.register_step_pre_hook(before_optimizer_step)]
+
+    def close(self) -> None:
+        """Removes this method's hooks and releases its layers (their masks stay), so another may manage them."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+        for _, layer in self.layers:
+            owner = _OWNERS.get(layer)
+            if owner is not None and owner() is self:
+                del _OWNERS[layer]
+
     def step(self) -> None:
         """Call after optimizer.step(): counts the step, updates masks when due, keeps pruned weights zero."""
+        self._last_method_step = next(self._clock)
         dense_backward = any(layer.dense_weight_grad for _, layer in self.layers)  # the backward just done
         self.step_count += 1
         if self.tracks_gradient_momentum():
@@ -165,16 +219,22 @@ class SparseMethod:
 
     @torch.no_grad()
     def drop_and_grow(self, plans: list[tuple[MaskedWeight, int, int, torch.Tensor, torch.Tensor | None]]
-                      ) -> list[tuple[int, int]]:  # fmt: skip
+                      ) -> list[tuple[int, int, int]]:  # fmt: skip
         """For each (layer, n_drop, n_grow, drop_score, grow_score): drop the n_drop kept weights of lowest
         drop_score; then, for all layers in one selection (ndsnn.sparse.grow_topk: one Triton launch on
         GPU), grow n_grow pruned positions of highest grow_score (random when None). Grown weights and their
-        optimizer state start at zero. Returns (dropped, grown) per layer."""
-        survivors, grow_scores, grow_counts, dropped = [], [], [], []
+        optimizer state start at zero; a position dropped and grown again in the same update is simply kept, with
+        its weight and state (as RigL's reference code does by default), and a layer that is whole and stays
+        whole is not touched. Returns (dropped, grown, regrown) per layer: the planned counts, and how many of the
+        grown positions were among the dropped ones (kept, not reset)."""
+        survivors, grow_scores, grow_counts, dropped, before = [], [], [], [], []
         for layer, n_drop, n_grow, drop_score, grow_score in plans:
             mask = layer.weight_mask
             kept = int(mask.sum())
             n_drop = max(0, min(n_drop, kept))
+            if kept == mask.numel() and n_grow >= n_drop:  # dense, and dense again after the update
+                n_drop = n_grow = 0
+            before.append(mask.clone())
             floor = torch.full_like(drop_score, -float("inf"))
             survivors.append(top_k_mask(torch.where(mask, drop_score, floor), kept - n_drop))
             if grow_score is None:
@@ -182,19 +242,23 @@ class SparseMethod:
             grow_scores.append(grow_score.float())
             grow_counts.append(max(0, n_grow))
             dropped.append(n_drop)
-            self.decision_ops += 2 * mask.numel()  # one ranking to drop, one to grow
+            if n_drop or n_grow:
+                self.decision_ops += 2 * mask.numel()  # one ranking to drop, one to grow
         grown_masks = grow_topk(grow_scores, [~s for s in survivors], grow_counts)
         result = []
-        for (layer, *_), keep, grown, n_drop in zip(plans, survivors, grown_masks, dropped, strict=True):
-            layer.weight[grown] = 0.0
+        for (layer, *_), keep, grown, old, n_drop in zip(plans, survivors, grown_masks, before, dropped, strict=True):
+            new = grown & ~old  # positions that were pruned before this update
+            layer.weight[new] = 0.0
             for value in weight_state(self.optimizer, layer.weight):
-                value[grown] = 0.0
+                value[new] = 0.0
             layer.set_mask(keep | grown)
-            result.append((n_drop, int(grown.sum())))
+            n_grown = int(grown.sum())
+            result.append((n_drop, n_grown, n_grown - int(new.sum())))
         return result
 
-    def counts_record(self, counts: list[tuple[int, int]], labels: tuple[str, str] = ("dropped", "grown")) -> dict:
-        """drop_and_grow's (dropped, grown) per layer as two {layer name: count} entries of a log record."""
+    def counts_record(self, counts: list[tuple[int, int, int]],
+                      labels: tuple[str, str, str] = ("dropped", "grown", "regrown")) -> dict:  # fmt: skip
+        """drop_and_grow's (dropped, grown, regrown) per layer as {layer name: count} entries of a log record."""
         names = [name for name, _ in self.layers]
         return {label: {name: pair[i] for name, pair in zip(names, counts, strict=True)}
                 for i, label in enumerate(labels)}  # fmt: skip

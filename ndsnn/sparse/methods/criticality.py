@@ -12,14 +12,16 @@ authors' code) until stop_fraction (2/3: pruning over 200 of 300 epochs in their
 fine-tunes with the masks frozen. At each update every layer's budget k comes from one global magnitude ranking
 of the kept weights (global_magnitude=True, as the authors' code; False: the configured per-layer distribution);
 the layer keeps (1 - r) k weights by magnitude and regenerates r k (regeneration_ratio r = 0.5) among its
-pruned weights in the output channels of highest criticality, at zero. Layers whose outputs reach no LIF
+pruned weights in the output channels of highest criticality, at zero (a weight pruned and regenerated in the
+same update keeps its value, as in every drop-and-grow here). Layers whose outputs reach no LIF
 neuron (the classifier) have no criticality and keep their k weights by magnitude.
 
 structured=True prunes whole output channels instead (network slimming's unit, as the authors' structured
 variant): a channel's importance is the magnitude of its batch-norm scale (trained with an L1 penalty,
 slimming = 1e-4, added to the loss through auxiliary_loss); each layer keeps round(density * channels)
 channels at the scheduled density (the same for every layer), (1 - r) of them by importance and r
-regenerated among pruned channels by criticality, restarting at zero weights and a fresh batch norm. Pruned
+regenerated among pruned channels by criticality, restarting at zero weights and a fresh batch norm (a channel
+pruned and regenerated in the same update keeps its weights and batch norm). Pruned
 channels are silent (their batch-norm scale and shift are held at zero), so ndsnn.models.shrink can remove
 them and give a physically smaller network with the same outputs. Layers whose outputs reach no LIF neuron
 (the classifier) are not pruned in this mode.
@@ -177,7 +179,7 @@ class Criticality(ScheduledMethod):
             neuron.last_h = None
         return {
             "scheduled_density": density,
-            **self.counts_record(counts, ("dropped", "regenerated")),
+            **self.counts_record(counts, ("dropped", "regenerated", "regrown")),
             "criticality_mean": {name: float(score.mean()) for name, score in criticality.items()},
         }
 
@@ -199,12 +201,13 @@ class Criticality(ScheduledMethod):
             score = criticality[name].to(alive.device) * (1 + jitter)
             regenerated = top_k_mask(torch.where(keep, -float("inf"), score), regrow)
             rows = keep | regenerated
-            layer.weight[regenerated] = 0.0  # regenerated channels restart at zero
+            fresh = regenerated & ~alive  # channels pruned before restart at zero; those alive keep their weights
+            layer.weight[fresh] = 0.0
             for value in weight_state(self.optimizer, layer.weight):
-                value[regenerated] = 0.0
+                value[fresh] = 0.0
             layer.set_mask(channel_mask(rows, layer.weight))
             if norm is not None:
-                restart_channels(norm, regenerated, self.optimizer)
+                restart_channels(norm, fresh, self.optimizer)
             self.decision_ops += 2 * alive.numel()
             kept_log[name], regenerated_log[name] = int(rows.sum()), int(regenerated.sum())
         self.silence_pruned_channels()
