@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 
 
-def load_extension_module():
-    """ndsnn/_extension.py by path (importing the package would try to load the kernels being built)."""
-    spec = importlib.util.spec_from_file_location("_ndsnn_extension", ROOT / "ndsnn" / "_extension.py")
+def load_build_list():
+    """ndsnn/_build_list.py by path (importing the package would try to load the kernels being built): the
+    sources and flags of csrc/kernels.json, which the first-use build and CMakeLists.txt read too."""
+    spec = importlib.util.spec_from_file_location("_ndsnn_build_list", ROOT / "ndsnn" / "_build_list.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -57,7 +58,7 @@ def extension_build() -> tuple[list, dict]:
         )
         return [], {}
 
-    ext = load_extension_module()
+    ext = load_build_list()
     csrc = ROOT / "csrc"
     sources = [str(Path("csrc") / s) for s in ext.CPU_SOURCES]
     nvcc = cpp_extension.CUDA_HOME and Path(cpp_extension.CUDA_HOME, "bin", "nvcc").exists()
@@ -88,5 +89,5 @@ ext_modules, cmdclass = extension_build()
 setup(
     ext_modules=ext_modules,
     cmdclass={"build_py": BuildPyWithSources, **cmdclass},
-    package_data={"ndsnn": ["_build_info.json", "ops/sparse_crossover.json"]},
+    package_data={"ndsnn": ["_build_info.json", "verified_kernels.json", "ops/sparse_crossover.json"]},
 )

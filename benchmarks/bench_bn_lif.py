@@ -28,6 +28,7 @@ from common import (  # noqa: E402
     write_results,
 )
 
+from ndsnn import _extension  # noqa: E402
 from ndsnn.models.layers import DEFAULT_LIF  # noqa: E402
 from ndsnn.nn import LIF, batch_norm_lif_fusion, batch_norm_then_lif  # noqa: E402
 from ndsnn.ops import lif_reference  # noqa: E402
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                       + " | saved B/neuron-step " + ", ".join(f"{k} {v:.1f}" for k, v in saved.items()),
                       flush=True)  # fmt: skip
     settings = {"batch": batch, "steps": args.steps, "dtypes": args.dtypes, "mode": "training (batch statistics)",
+                "fused_kernel_ran": _extension.kernel_ready("batch_norm_lif_forward", device),
                 "lif": DEFAULT_LIF, "bn_parameters": "float32", "min_run_time": args.min_run_time,
                 "timed": "forward + backward (ones as the upstream gradient), median of interleaved runs"}  # fmt: skip
     path = write_results(args.out or f"bn_lif_{device.type}.json",

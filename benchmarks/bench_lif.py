@@ -29,6 +29,7 @@ from common import (  # noqa: E402
 )
 
 import ndsnn  # noqa: E402
+from ndsnn import _extension  # noqa: E402
 
 # (name, channels, height, width): LIF layers of VGG-16 at 32x32 input.
 VGG16_LIF_LAYERS = (
@@ -66,7 +67,13 @@ def _spikingjelly_impl() -> Impl | None:
     return Impl("spikingjelly", make)
 
 
-def implementations() -> list[Impl]:
+def _compiled_pair(forward: str) -> Callable[[], Callable[[torch.Tensor], torch.Tensor]]:
+    """One compiled LIF kernel pair called directly (autograd included), whatever the op would choose."""
+    op = getattr(torch.ops.ndsnn, forward)
+    return lambda: lambda x: op(x, None, None, 2.0, 1.0, 0.0, True, False, "atan", 2.0, None)[0]
+
+
+def implementations(device: torch.device) -> list[Impl]:
     impls = [
         Impl("ndsnn", lambda: lambda x: ndsnn.ops.lif(x)),
         Impl(
@@ -76,10 +83,21 @@ def implementations() -> list[Impl]:
         ),
         Impl("torch loop", lambda: lambda x: ndsnn.ops.lif_reference(x)[0]),
     ]
+    if device.type == "cuda":  # both CUDA kernel pairs, verified on this GPU or not (the row says which)
+        for label, forward in (("ndsnn general kernel", "lif_forward"), ("ndsnn roofline kernel", "lif_forward_fast")):
+            if _extension.has_kernel(forward, "cuda"):
+                impls.append(Impl(label, _compiled_pair(forward), dtypes=(torch.float32, torch.bfloat16)))
     sj = _spikingjelly_impl()
     if sj is not None:
         impls.append(sj)
     return impls
+
+
+def _chosen_kernel(device: torch.device) -> str:
+    """Which kernel the "ndsnn" rows ran (ndsnn.ops.lif picks the roofline one where it is verified)."""
+    if _extension.kernel_ready("lif_forward_fast", device) and device.type == "cuda":
+        return "lif_forward_fast"
+    return "lif_forward" if _extension.kernel_ready("lif_forward", device) else "reference"
 
 
 def copy_bandwidth(device: torch.device, nbytes: int, min_run_time: float) -> float:
@@ -114,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     layers = VGG16_LIF_LAYERS[:1] if args.quick else VGG16_LIF_LAYERS
     steps = [8] if args.quick else args.steps
     dtypes = ["float32"] if args.quick else args.dtypes
-    impls = implementations()
+    impls = implementations(device)
     bandwidth = copy_bandwidth(device, 1 << 28, args.min_run_time) if device.type == "cuda" else None
 
     rows = []
@@ -143,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     row = {"layer": layer, "T": t, "N": batch, "dtype": dtype_name, "impl": name, **figures}
                     row["neurons"] = batch * channels * height * width
                     row["speedup_of_ndsnn"] = figures["fwd_bwd_ms"] / base
-                    if bandwidth is not None and name.startswith("ndsnn"):
+                    if bandwidth is not None and name.startswith("ndsnn"):  # saved h: x's dtype or fp16
                         saved_size = 2 if "fp16" in name else x.element_size()
                         achieved = lif_traffic_bytes(x, saved_size) / (figures["fwd_bwd_ms"] / 1e3) / 1e9
                         row["achieved_GBps"] = achieved
@@ -162,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "lif": "tau=2, v_threshold=1, v_reset=0, decay_input, atan surrogate",
         "input": "randn + 0.5",
         "copy_bandwidth_GBps": bandwidth,
+        "ndsnn_kernel": _chosen_kernel(device),
     }
     payload = {"benchmark": "bench_lif", "environment": environment(device), "settings": settings, "results": rows}
     name = args.out or f"lif_{device.type}{'_quick' if args.quick else ''}.json"

@@ -18,6 +18,8 @@ stores them as the package's dispatcher table (ndsnn/ops/sparse_crossover.json) 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -30,12 +32,29 @@ from conv_layers import LAYERS, ConvLayer  # noqa: E402
 
 import ndsnn  # noqa: E402
 from ndsnn.ops import crossover  # noqa: E402
+from ndsnn.ops.sparse_conv2d_tiled import sparse_conv2d_tiled  # noqa: E402
 
 SPARSITIES = (0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.5, 0.0)
 HEADLINE = ConvLayer("headline", "256x256-8x8", 256, 256, 3, 1, 1, 8, 1)
-IMPLEMENTATIONS = ("dense", "sparse", "auto")
+IMPLEMENTATIONS = ("dense", "sparse", "auto", "tiled", "general")
+# "sparse": the op's sparse kernels (on CUDA the tiled ones where they are verified and fit, else the general
+# ones); "tiled" / "general": one family of CUDA kernels, called directly whatever the op would choose.
 # name -> (dtype, TF32 allowed); CUDA reports TF32 on (cuDNN's default) and off, and bf16.
 PRECISIONS = {"fp32-tf32": (torch.float32, True), "fp32": (torch.float32, False), "bf16": (torch.bfloat16, False)}
+
+
+sparse_conv2d_module = importlib.import_module("ndsnn.ops.sparse_conv2d")  # the module, not the op
+
+
+@contextlib.contextmanager
+def general_kernels():
+    """The op with its tiled kernels switched off (the general sparse kernels), for side-by-side timing."""
+    saved = sparse_conv2d_module.use_tiled
+    sparse_conv2d_module.use_tiled = lambda *args: False
+    try:
+        yield
+    finally:
+        sparse_conv2d_module.use_tiled = saved
 
 
 def _inputs(layer: ConvLayer, batch: int, spike_rate: float, dtype, device) -> torch.Tensor:
@@ -50,9 +69,16 @@ def _steps(layer: ConvLayer, x: torch.Tensor, weight: torch.Tensor, mask: torch.
 
     def make(implementation: str):
         def step() -> None:
-            out = ndsnn.ops.sparse_conv2d(
-                x_leaf, w_leaf, mask, None, layer.stride, layer.padding, implementation=implementation
-            )
+            if implementation == "tiled":
+                out = sparse_conv2d_tiled(x_leaf, w_leaf, mask, None, layer.stride, layer.padding)
+            elif implementation == "general":
+                with general_kernels():
+                    out = ndsnn.ops.sparse_conv2d(x_leaf, w_leaf, mask, None, layer.stride, layer.padding,
+                                                  implementation="sparse")  # fmt: skip
+            else:
+                out = ndsnn.ops.sparse_conv2d(
+                    x_leaf, w_leaf, mask, None, layer.stride, layer.padding, implementation=implementation
+                )
             if backward:
                 out.backward(torch.ones_like(out))
 
@@ -83,6 +109,8 @@ def measure_layer(layer, batch, spike_rate, precision, device, args) -> list[dic
             "layer": layer.key,
             "input": "spikes" if spike_rate else "real",
             "precision": precision,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,  # as set for this row's timing
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
             "sparsity": sparsity,
             "density": mask.float().mean().item(),
             "ms": timings,
@@ -146,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sparsities", type=float, nargs="+", default=list(SPARSITIES))
     parser.add_argument("--give-up", type=float, default=3.0, help="stop timing sparse once this many times slower")
     parser.add_argument("--min-run-time", type=float, default=0.3)
-    parser.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS),
-                        help="what to time against dense (dense is always timed)")  # fmt: skip
+    parser.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=None,
+                        help="what to time against dense (always timed); default sparse auto, and on CUDA also "
+                        "tiled general (on the CPU tiled is an emulation: slow)")  # fmt: skip
     parser.add_argument("--write-crossover", action="store_true", help="store the crossovers for the dispatcher")
     parser.add_argument("--crossover-margin", type=float, default=1.1, help="speedup the sparse kernel must reach")
     parser.add_argument("--output", help="results file name (default by mode and device)")
@@ -156,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    env = environment(device)  # before any row sets its own TF32 flags (each row records those it ran with)
     args.sparsities = sorted(args.sparsities, reverse=True)
-    args.implementations = ["dense", *(n for n in args.implementations if n != "dense")]
+    chosen = args.implementations or (list(IMPLEMENTATIONS) if device.type == "cuda" else ["sparse", "auto"])
+    args.implementations = ["dense", *(n for n in chosen if n != "dense")]
     if args.write_crossover and "sparse" not in args.implementations:
         parser.error("--write-crossover needs the sparse kernel timed (--implementations ... sparse)")
     layers = LAYERS if args.suite else [HEADLINE]
@@ -207,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     payload = {
         "benchmark": "bench_sparse_conv",
-        "environment": environment(device),
+        "environment": env,
         "settings": settings,
         "results": rows,
         "implementations": args.implementations,

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--min-run-time", type=float, default=0.5)
+    parser.add_argument("--output", help="results file (default topk_<device>.json under benchmarks/results/)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     implementation = "triton" if device.type == "cuda" else "torch"  # the radix select, against the loop
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"implementation": implementation, "grow_fraction_of_kept": 0.3, "scores": "|N(0,1)|"},
         "results": rows,
     }
-    print(f"wrote {write_results(f'topk_{device.type}.json', payload)}")
+    print(f"wrote {write_results(args.output or f'topk_{device.type}.json', payload)}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -16,6 +17,10 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def git_commit() -> str:
+    """The commit measured: git's, or NDSNN_COMMIT where the tree was copied without its history (a GPU
+    machine that gets the working tree only)."""
+    if os.environ.get("NDSNN_COMMIT"):
+        return os.environ["NDSNN_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
                              cwd=Path(__file__).parent)  # fmt: skip

@@ -5,6 +5,8 @@
 #include <torch/library.h>
 #include <torch/version.h>
 
+#include "sparse_tiled.h"
+
 namespace ndsnn {
 
 // What this binary was compiled with, for `ndsnn info` and the import-time version check.
@@ -37,6 +39,17 @@ TORCH_LIBRARY(ndsnn, m) {
   // Backward of lif_forward through all time steps. grad_tau / grad_v_threshold are empty when not requested.
   m.def(
       "lif_backward(Tensor grad_spikes, Tensor? grad_h, Tensor h, Tensor? tau, Tensor? v_threshold, "
+      "float tau_value, float v_threshold_value, float? v_reset, bool decay_input, bool detach_reset, "
+      "str surrogate, float alpha, bool tau_grad, bool v_threshold_grad) "
+      "-> (Tensor grad_x, Tensor grad_tau, Tensor grad_v_threshold)");
+  // The same two ops for a number as tau and as v_threshold (no gradient for them), with kernels built for
+  // the memory roofline (CUDA only: csrc/cuda/lif_fast_cuda.cu); the Python op picks them where they apply.
+  m.def(
+      "lif_forward_fast(Tensor x, Tensor? tau, Tensor? v_threshold, float tau_value, float v_threshold_value, "
+      "float? v_reset, bool decay_input, bool detach_reset, str surrogate, float alpha, "
+      "ScalarType? saved_dtype) -> (Tensor spikes, Tensor h)");
+  m.def(
+      "lif_backward_fast(Tensor grad_spikes, Tensor? grad_h, Tensor h, Tensor? tau, Tensor? v_threshold, "
       "float tau_value, float v_threshold_value, float? v_reset, bool decay_input, bool detach_reset, "
       "str surrogate, float alpha, bool tau_grad, bool v_threshold_grad) "
       "-> (Tensor grad_x, Tensor grad_tau, Tensor grad_v_threshold)");
@@ -73,4 +86,23 @@ TORCH_LIBRARY(ndsnn, m) {
       "sparse_conv2d_grad_weight(Tensor grad_out, Tensor x, Tensor out_flat, Tensor in_ptr, Tensor in_flat, "
       "int[] weight_size, int[2] stride, "
       "int[2] padding, int[2] dilation, int groups) -> Tensor");
+  // The same three products by the tile-resident kernels (csrc/sparse_tiles.h): CUDA, and on the CPU an
+  // emulation of the CUDA blocks thread by thread (for testing the tile logic, not for speed). smem_budget:
+  // the bytes of shared memory a block may stage (0: the device's opt-in maximum; 48 KiB when emulated).
+  m.def(
+      "sparse_conv2d_tiled_forward(Tensor x, Tensor weight, Tensor? bias, Tensor out_ptr, Tensor out_flat, "
+      "Tensor in_ptr, Tensor in_flat, int[2] stride, int[2] padding, int[2] dilation, int groups, "
+      "bool dense_weight_grad, int smem_budget) -> Tensor");
+  m.def(
+      "sparse_conv2d_tiled_grad_input(Tensor grad_out, Tensor weight, Tensor in_ptr, Tensor in_flat, "
+      "int[] input_size, int[2] stride, int[2] padding, int[2] dilation, int groups, int smem_budget) -> Tensor");
+  m.def(
+      "sparse_conv2d_tiled_grad_weight(Tensor grad_out, Tensor x, Tensor out_flat, Tensor in_ptr, Tensor in_flat, "
+      "int[] weight_size, int[2] stride, int[2] padding, int[2] dilation, int groups, int smem_budget) -> Tensor");
+  // The tiles those kernels would use: (tile_h, tile_w, images, span_h, span_w, blocks) for the forward, the
+  // input gradient and the weight gradient, zeros where not one pixel of one image fits the budget.
+  m.def(
+      "sparse_conv2d_tiled_plan(int[] input_size, int[] weight_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, int groups, int element_bytes, int smem_budget) -> int[]",
+      &ndsnn::tile_plans);
 }

@@ -28,28 +28,29 @@ from pathlib import Path
 
 import torch
 
-from . import settings
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-CPU_SOURCES = (
-    "ndsnn.cpp",
-    "cpu/lif_cpu.cpp",
-    "cpu/sparse_conv2d_cpu.cpp",
-    "cpu/batch_norm_lif_cpu.cpp",
+from . import _verification, settings
+from ._build_list import (  # noqa: F401  (re-exported: the build's sources and flags)
+    CPU_SOURCES,
+    CUDA_SOURCES,
+    CXX_FLAGS,
+    LINK_FLAGS,
+    NVCC_FLAGS,
+    PACKAGE_DIR,
+    sources_dir,
+    torch_tag,
 )
-CUDA_SOURCES = ("cuda/lif_cuda.cu", "cuda/sparse_conv2d_cuda.cu", "cuda/batch_norm_lif_cuda.cu")
-# -fopenmp: torch's Linux builds run at::parallel_for with OpenMP, inlined from its headers into our kernels;
-# without the flag the pragma is ignored and every CPU kernel runs on one thread.
-OPENMP_FLAGS = ("-fopenmp",) if sys.platform.startswith("linux") else ()
-CXX_FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", *OPENMP_FLAGS)
-LINK_FLAGS = OPENMP_FLAGS
-NVCC_FLAGS = ("-O3",)
+
 OPS = (
     "lif_forward",
     "lif_backward",
+    "lif_forward_fast",
+    "lif_backward_fast",
     "sparse_conv2d_forward",
     "sparse_conv2d_grad_input",
     "sparse_conv2d_grad_weight",
+    "sparse_conv2d_tiled_forward",
+    "sparse_conv2d_tiled_grad_input",
+    "sparse_conv2d_tiled_grad_weight",
     "batch_norm_stats",
     "batch_norm_lif_forward",
     "batch_norm_lif_backward",
@@ -75,23 +76,9 @@ class KernelStatus:
 _status: KernelStatus | None = None
 
 
-def sources_dir() -> Path | None:
-    """The C++/CUDA sources: shipped inside the package, or the checkout's csrc/ for editable installs."""
-    for candidate in (PACKAGE_DIR / "_csrc", PACKAGE_DIR.parent / "csrc"):
-        if (candidate / CPU_SOURCES[0]).is_file():
-            return candidate
-    return None
-
-
 def prebuilt_library() -> Path | None:
     found = sorted(PACKAGE_DIR.glob("_C*.so")) + sorted(PACKAGE_DIR.glob("_C*.pyd"))
     return found[0] if found else None
-
-
-def torch_tag() -> str:
-    """Identifies the running torch build; a compiled library is only valid for the same tag."""
-    cuda = f"cu{torch.version.cuda}" if torch.version.cuda else "cpu"
-    return f"torch{torch.__version__}-{cuda}-py{sys.version_info.major}{sys.version_info.minor}"
 
 
 def _parse_build_info(text: str) -> dict[str, str]:
@@ -249,10 +236,39 @@ def has_kernel(op: str, device_type: str) -> bool:
 _warned_fallbacks: set[tuple[str, str]] = set()
 
 
+def kernel_unavailable(op: str, device: torch.device) -> str:
+    """Why `op` runs no compiled kernel on `device` (for errors where the kernel was asked for)."""
+    if not has_kernel(op, device.type):
+        status = load()
+        where = status.path if status.loaded else "no library: " + "; ".join(status.messages)
+        return f"the compiled library has no {device.type} kernel for {op} ({where})"
+    return (f"the {device.type} kernel for {op} has not passed its tests on {_verification.architecture(device)} "
+            f"in this version; set {_verification.ENV_VAR}=1 to run it anyway")  # fmt: skip
+
+
+def kernel_ready(op: str, device: torch.device) -> bool:
+    """Whether `op` has a compiled kernel for `device` that may run there by default; quiet (for optional
+    faster variants, which fall back to another compiled kernel rather than to the reference)."""
+    return has_kernel(op, device.type) and _verification.allowed(op, device)
+
+
 def use_kernel(op: str, device: torch.device) -> bool:
-    """True if `op` has a compiled kernel for `device`; otherwise warns once per (op, device type)."""
+    """True if `op` has a compiled kernel for `device` whose tests have passed on this kind of device
+    (ndsnn._verification); otherwise warns once per (op, device type)."""
     if has_kernel(op, device.type):
-        return True
+        if _verification.allowed(op, device):
+            return True
+        if (op, device.type) not in _warned_fallbacks:
+            _warned_fallbacks.add((op, device.type))
+            warnings.warn(
+                f"ndsnn: the {device.type} kernel for {op} has not passed its tests on "
+                f"{_verification.architecture(device)} in this version (no record in verified_kernels.json); "
+                f"the op runs without it (the reference, or the unfused ops). {_verification.ENV_VAR}=1 uses it; "
+                "benchmarks/gpu_suite.py --write-verified records it once its tests pass.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return False
     if load().loaded and (op, device.type) not in _warned_fallbacks:
         _warned_fallbacks.add((op, device.type))
         warnings.warn(

@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-from . import __version__, _extension
+from . import __version__, _extension, _verification
 
 
 def _package_version(name: str) -> str:
@@ -39,10 +39,21 @@ def collect() -> dict[str, object]:
         "built with": ", ".join(f"{k}={v}" for k, v in status.build_info.items()) or "-",
         "cpu kernels": ", ".join(op for op in ops if (op, "cpu") in status.kernels) or "none",
         "cuda kernels": ", ".join(op for op in ops if (op, "cuda") in status.kernels) or "none",
+        "cuda kernels verified": _verified_kernels(),
         "triton kernels": _triton_kernels(),
         "notes": "; ".join(status.messages) or "-",
         "devices": "; ".join(devices),
     }
+
+
+def _verified_kernels() -> str:
+    """Each CUDA kernel and the GPU architectures its current sources passed their tests on."""
+    parts = []
+    for kernel, entry in _verification.summary().items():
+        where = ", ".join(entry["verified_on"]) or "not yet on any GPU (its op runs the reference path on CUDA)"
+        parts.append(f"{kernel}: {where}")
+    trust = f" [{_verification.ENV_VAR}=1: all are used]" if _verification.trust_unverified() else ""
+    return "; ".join(parts) + trust
 
 
 def _triton_kernels() -> str:

@@ -6,6 +6,7 @@ NDSNN_CACHE_DIR     where kernels compiled on first use are cached (default ~/.c
 NDSNN_CROSSOVER_FILE            a crossover table measured on this machine (ndsnn.ops.crossover)
 NDSNN_SPARSE_CONV_MAX_DENSITY   one crossover density in [0, 1] for every layer
 NDSNN_DATA          the data directory when --data-dir is not given (ndsnn.data)
+NDSNN_UNVERIFIED_KERNELS=1      also run CUDA kernels not yet verified on this GPU (ndsnn._verification)
 """
 
 from __future__ import annotations

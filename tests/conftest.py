@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+# The kernel tests are what verifies a CUDA kernel on a new GPU: they must run kernels that have no
+# verification record yet (ndsnn._verification); the gate's own tests switch this off where they need to.
+os.environ.setdefault("NDSNN_UNVERIFIED_KERNELS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no GPU")])]

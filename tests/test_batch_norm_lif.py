@@ -7,10 +7,10 @@ import itertools
 
 import pytest
 import torch
+from kernel_checks import assert_kernels_ran, ops_called, require_kernel
 from lif_cases import SURROGATE_NAMES, grads, lif_input
 from torch import nn
 
-from ndsnn import _extension
 from ndsnn.models import create
 from ndsnn.nn import LIF, batch_norm_lif_fusion, batch_norm_then_lif
 from ndsnn.nn.batch_norm_lif import fusable
@@ -27,8 +27,8 @@ NEURON_OPTIONS = [
 
 
 def _kernels_required(device: torch.device) -> None:
-    if not _extension.has_kernel("batch_norm_lif_forward", device.type):
-        pytest.fail("the compiled batch norm + LIF kernels are not loaded: " + "; ".join(_extension.load().messages))
+    for op in ("batch_norm_stats", "batch_norm_lif_forward", "batch_norm_lif_backward"):
+        require_kernel(op, device)
 
 
 def _case(shape, device, dtype, affine=True, residual=False):
@@ -46,7 +46,16 @@ def _case(shape, device, dtype, affine=True, residual=False):
 
 
 def _run(fn, case, training, options, grad_seed=1, tau=4.0 / 3.0, v_threshold=1.0):
-    """Runs fn on fresh leaf copies; returns spikes, (running_mean, running_var), gradients of the leaves."""
+    """Runs fn on fresh leaf copies; returns spikes, (running_mean, running_var), gradients of the leaves.
+    For the fused op itself, asserts that its compiled kernels (not the unfused composition) ran."""
+    if fn is not batch_norm_lif:
+        return _run_once(fn, case, training, options, grad_seed, tau, v_threshold)
+    result, called = ops_called(lambda: _run_once(fn, case, training, options, grad_seed, tau, v_threshold))
+    assert_kernels_ran(called, "batch_norm_lif_forward", "batch_norm_lif_backward")
+    return result
+
+
+def _run_once(fn, case, training, options, grad_seed, tau, v_threshold):
     x, weight, bias, res, running_mean, running_var = case
     leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (x, weight, bias, res)]
     stats = (running_mean.clone(), running_var.clone())

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 
 import pytest
 import torch
 import torch.nn.functional as F
+from kernel_checks import assert_kernels_ran, ops_called, require_kernel
 
 import ndsnn
-from ndsnn import _extension
 from ndsnn.ops import sparse_conv2d
 from ndsnn.ops.kept_index import build_kept_index, cached_index, kept_index
 
@@ -28,10 +29,21 @@ GEOMETRIES = [
     (3, 2, 1, 2, 2, 1, 1),  # strided 1x1 with padding: outputs that see only padding
 ]
 SPARSITIES = [0.0, 0.5, 0.9, 0.99, 1.0]
+SPARSE_OPS = ("sparse_conv2d_forward", "sparse_conv2d_grad_input", "sparse_conv2d_grad_weight")
 
 
 def _compiled(device: torch.device) -> bool:
-    return _extension.has_kernel("sparse_conv2d_forward", device.type)
+    """Requires the compiled kernel on this device: fails when it is missing (a skip only for a session
+    run with NDSNN_KERNELS=off on purpose)."""
+    require_kernel("sparse_conv2d_forward", device)
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _general_kernels(monkeypatch):
+    """These tests are the general sparse kernels' (test_sparse_conv2d_tiled.py tests the tiled ones, which the
+    op would otherwise pick on a GPU where they fit)."""
+    monkeypatch.setattr(importlib.import_module("ndsnn.ops.sparse_conv2d"), "use_tiled", lambda *args: False)
 
 
 def _case(geometry, sparsity, device, dtype=torch.float32, batch=2, size=(9, 7), binary=False, seed=0):
@@ -55,15 +67,25 @@ def _case(geometry, sparsity, device, dtype=torch.float32, batch=2, size=(9, 7),
 def _both(x, weight, mask, bias, conv, **kwargs):
     """The compiled sparse kernel (wherever it exists) and the masked dense convolution."""
     kwargs.setdefault("implementation", "sparse")
+    sparse = kwargs["implementation"] == "sparse"
+    if sparse:
+        _compiled(x.device)
     results = []
-    for fn in (
+    for index, fn in enumerate((
         lambda xx, ww, bb: sparse_conv2d(xx, ww, mask, bb, **conv, **kwargs),
         lambda xx, ww, bb: F.conv2d(xx, ww * mask, bb, **conv),
-    ):
+    )):  # fmt: skip
         leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
-        out = fn(*leaves)
-        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
-        results.append((out, torch.autograd.grad(out, leaves, grad)))
+
+        def forward_backward(fn=fn, leaves=leaves):
+            out = fn(*leaves)
+            grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
+            return out, torch.autograd.grad(out, leaves, grad)
+
+        result, called = ops_called(forward_backward)
+        if index == 0 and sparse:  # the values compared are the compiled kernels' own
+            assert_kernels_ran(called, *SPARSE_OPS)
+        results.append(result)
     return results
 
 
@@ -116,6 +138,7 @@ def test_dense_weight_grad_for_grow_steps(device, implementation):
 
 
 def test_empty_batch_and_all_pruned(device):
+    _compiled(device)
     (x, weight, mask, bias), conv = _case(GEOMETRIES[0], 0.5, device, batch=0)
     out = sparse_conv2d(x, weight, mask, bias, **conv, implementation="sparse")
     assert out.shape == F.conv2d(x, weight, bias, **conv).shape
@@ -130,8 +153,7 @@ def _sparse_only(mask, conv):
 
 
 def test_gradcheck(device):
-    if not _compiled(device):
-        pytest.skip(f"no compiled {device.type} kernel")
+    _compiled(device)
     for geometry, batch in ((GEOMETRIES[1], 2), (GEOMETRIES[4], 2), (GEOMETRIES[4], 8)):
         (x, weight, mask, bias), conv = _case(geometry, 0.5, device, dtype=torch.float64, size=(6, 5), batch=batch)
         inputs = tuple(t.requires_grad_() for t in (x, weight, bias))
@@ -139,8 +161,7 @@ def test_gradcheck(device):
 
 
 def test_opcheck(device):
-    if not _compiled(device):
-        pytest.skip(f"no compiled {device.type} kernel")
+    _compiled(device)
     for geometry, sparsity in itertools.product(GEOMETRIES[:5], (0.5, 1.0)):
         (x, weight, mask, bias), conv = _case(geometry, sparsity, device, size=(6, 5))
         index = build_kept_index(mask, conv["groups"])
@@ -190,8 +211,7 @@ def _untracked_writes():
 @pytest.mark.parametrize("write", _untracked_writes(), ids=lambda f: f.__name__)
 def test_the_op_follows_mask_changes_the_version_counter_misses(write):
     """The result is F.conv2d on weight * mask for the mask as it is now, however it was changed."""
-    if not _compiled(torch.device("cpu")):
-        pytest.skip("no compiled cpu kernel")
+    _compiled(torch.device("cpu"))
     (x, weight, mask, bias), conv = _case(GEOMETRIES[0], 0.5, torch.device("cpu"))
     first = sparse_conv2d(x, weight, mask, bias, **conv, implementation="sparse")
     torch.testing.assert_close(first, F.conv2d(x, weight * mask, bias, **conv))
@@ -205,8 +225,7 @@ def test_the_op_follows_mask_changes_the_version_counter_misses(write):
 
 
 def test_the_module_follows_an_untracked_mask_change():
-    if not _compiled(torch.device("cpu")):
-        pytest.skip("no compiled cpu kernel")
+    _compiled(torch.device("cpu"))
     torch.manual_seed(0)
     conv = ndsnn.nn.SparseSpikingConv2d(4, 6, 3, padding=1)
     conv.implementation = "sparse"
@@ -242,8 +261,7 @@ def test_bad_arguments(change, match):
 
 
 def test_compiled_op_checks_its_index():
-    if not _compiled(torch.device("cpu")):
-        pytest.skip("no compiled kernel")
+    _compiled(torch.device("cpu"))
     x, weight = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
     bad = torch.tensor([0, 1, 2, 100])
     ptr = torch.tensor([0, 1, 2, 4])
@@ -255,8 +273,7 @@ def test_compiled_op_checks_its_index():
 
 def test_auto_picks_by_density(device, monkeypatch):
     """auto: the sparse kernel at or below the crossover density, dense above; same values either way."""
-    if not _compiled(device):
-        pytest.skip(f"no compiled {device.type} kernel")
+    _compiled(device)
     calls = []
     original = torch.ops.ndsnn.sparse_conv2d_forward
     monkeypatch.setattr(torch.ops.ndsnn, "sparse_conv2d_forward", lambda *a: calls.append(1) or original(*a))
@@ -273,3 +290,14 @@ def test_unknown_implementation():
     with pytest.raises(ValueError, match="implementation must be one of auto, sparse, dense"):
         sparse_conv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 1, 1), torch.ones(1, 1, 1, 1, dtype=torch.bool),
                       implementation="fast")  # fmt: skip
+
+
+def test_sparse_is_refused_where_no_kernel_runs():
+    """implementation="sparse" asks for the compiled kernel: where there is none it says so, never runs dense."""
+    x, weight = torch.randn(2, 3, 5, 5, device="meta"), torch.randn(4, 3, 3, 3, device="meta")
+    mask = torch.ones(4, 3, 3, 3, dtype=torch.bool, device="meta")
+    refused = "implementation='sparse': the compiled library has no meta kernel"
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match=refused):
+        sparse_conv2d(x, weight, mask, implementation="sparse")
+    out = sparse_conv2d(x, weight, mask, implementation="auto")  # auto runs dense there
+    assert out.shape == (2, 4, 3, 3)

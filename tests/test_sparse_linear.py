@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
+from kernel_checks import assert_kernels_ran, ops_called, require_kernel
 
-from ndsnn import _extension
 from ndsnn.ops import sparse_linear
 from ndsnn.ops.kept_index import build_kept_index, cached_index
 
 
 def _compiled(device: torch.device) -> bool:
-    return _extension.has_kernel("sparse_conv2d_forward", device.type)
+    """Requires the compiled kernel on this device (fails when missing; see kernel_checks)."""
+    require_kernel("sparse_conv2d_forward", device)
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _general_kernels(monkeypatch):
+    """These tests are the general sparse kernels' (test_sparse_conv2d_tiled.py tests the tiled ones, which the
+    op would otherwise pick on a GPU where they fit)."""
+    monkeypatch.setattr(importlib.import_module("ndsnn.ops.sparse_linear"), "use_tiled", lambda *args: False)
 
 
 def _case(shape, in_features, out_features, sparsity, device, dtype=torch.float32, binary=False, seed=0):
@@ -33,12 +44,22 @@ def _grads(fn, x, weight, bias):
     return out, torch.autograd.grad(out, leaves, grad)
 
 
+def _sparse_grads(mask, x, weight, bias):
+    """The compiled kernels' output and gradients (asserting that they, not a fallback, produced them)."""
+    _compiled(x.device)
+    result, called = ops_called(
+        lambda: _grads(lambda a, w, b: sparse_linear(a, w, mask, b, implementation="sparse"), x, weight, bias)
+    )
+    assert_kernels_ran(called, "sparse_conv2d_forward", "sparse_conv2d_grad_input", "sparse_conv2d_grad_weight")
+    return result
+
+
 @pytest.mark.parametrize("shape", [(1,), (3,), (12,), (4, 5), ()])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.99, 1.0])
 @pytest.mark.parametrize("binary", [False, True])
 def test_matches_masked_dense_linear(device, shape, sparsity, binary):
     x, weight, mask, bias = _case(shape, 37, 11, sparsity, device, binary=binary)
-    out, grads = _grads(lambda a, w, b: sparse_linear(a, w, mask, b, implementation="sparse"), x, weight, bias)
+    out, grads = _sparse_grads(mask, x, weight, bias)
     want, want_grads = _grads(lambda a, w, b: F.linear(a, w * mask, b), x, weight, bias)
     assert out.shape == want.shape
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
@@ -50,7 +71,7 @@ def test_matches_masked_dense_linear(device, shape, sparsity, binary):
 @pytest.mark.parametrize("binary", [False, True])
 def test_bfloat16(device, binary):
     x, weight, mask, bias = _case((16,), 40, 9, 0.8, device, dtype=torch.bfloat16, binary=binary)
-    out, grads = _grads(lambda a, w, b: sparse_linear(a, w, mask, b, implementation="sparse"), x, weight, bias)
+    out, grads = _sparse_grads(mask, x, weight, bias)
     want, want_grads = _grads(lambda a, w, b: F.linear(a.float(), (w * mask).float(), b.float()), x, weight, bias)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), want, rtol=2e-2, atol=5e-2)
@@ -70,16 +91,14 @@ def test_dense_weight_grad(device, implementation):
 
 
 def test_gradcheck(device):
-    if not _compiled(device):
-        pytest.skip(f"no compiled {device.type} kernel")
+    _compiled(device)
     x, weight, mask, bias = _case((3, 4), 6, 5, 0.5, device, dtype=torch.float64)
     inputs = tuple(t.requires_grad_() for t in (x, weight, bias))
     assert torch.autograd.gradcheck(lambda a, w, b: sparse_linear(a, w, mask, b, implementation="sparse"), inputs)
 
 
 def test_opcheck_on_linear_shapes(device):
-    if not _compiled(device):
-        pytest.skip(f"no compiled {device.type} kernel")
+    _compiled(device)
     x, weight, mask, bias = _case((9,), 13, 6, 0.7, device)
     index = build_kept_index(mask, 1)
     args = (x.view(9, 13, 1, 1).requires_grad_(), weight.view(6, 13, 1, 1).requires_grad_(), bias, index.out_ptr,
@@ -88,8 +107,7 @@ def test_opcheck_on_linear_shapes(device):
 
 
 def test_index_is_cached_on_the_2d_mask(device):
-    if not _compiled(device):
-        pytest.skip(f"no compiled {device.type} kernel")
+    _compiled(device)
     x, weight, mask, bias = _case((4,), 8, 3, 0.5, device)
     sparse_linear(x, weight, mask, bias, implementation="sparse")
     cached = cached_index(mask)

@@ -96,3 +96,16 @@ def test_auto_is_the_topk_loop(monkeypatch):
     counts = [5, 50, 3, 1, 0]
     got, want = grow_topk(scores, candidates, counts), grow_topk_reference(scores, candidates, counts)
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_triton_kernel_on_the_gpu():
+    pytest.importorskip("triton")
+    scores, candidates = _case(5)
+    scores = [s.cuda() for s in scores]
+    candidates = [c.cuda() for c in candidates]
+    counts = [17, 500, 0, 10, 3]
+    got = grow_topk(scores, candidates, counts, implementation="triton")
+    want = grow_topk_reference(scores, candidates, counts)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))

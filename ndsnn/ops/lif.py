@@ -123,10 +123,11 @@ def lif(
     check_lif_args(x_seq, tau, v_threshold, v_reset, surrogate, alpha, saved_dtype)
     alpha = DEFAULT_ALPHA[surrogate] if alpha is None else float(alpha)
     v_reset = None if v_reset is None else float(v_reset)
-    if _extension.use_kernel("lif_forward", x_seq.device):
+    forward = _compiled_forward(x_seq, tau, v_threshold)
+    if forward is not None:
         tau_t, tau_v = _split_param(tau)
         th_t, th_v = _split_param(v_threshold)
-        spikes, h = torch.ops.ndsnn.lif_forward(
+        spikes, h = forward(
             x_seq, tau_t, th_t, tau_v, th_v, v_reset, decay_input, detach_reset, surrogate, alpha, saved_dtype
         )
     else:
@@ -136,17 +137,40 @@ def lif(
     return (spikes, h) if return_h else spikes
 
 
+# The compiled op pairs: the general kernels, and the ones built for the memory roofline that serve a number
+# as tau and as v_threshold in these dtypes (CUDA only; used where their tests have passed on the device).
+GENERAL_OPS = ("lif_forward", "lif_backward")
+FAST_OPS = ("lif_forward_fast", "lif_backward_fast")
+FAST_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _compiled_forward(x_seq: torch.Tensor, tau: Param, v_threshold: Param):
+    """The compiled forward op that serves this call, or None for the reference."""
+    numbers = not isinstance(tau, torch.Tensor) and not isinstance(v_threshold, torch.Tensor)
+    if numbers and x_seq.dtype in FAST_DTYPES and _extension.kernel_ready(FAST_OPS[0], x_seq.device):
+        return torch.ops.ndsnn.lif_forward_fast
+    if _extension.use_kernel(GENERAL_OPS[0], x_seq.device):
+        return torch.ops.ndsnn.lif_forward
+    return None
+
+
 def _register() -> None:
     """Fake kernels and autograd for the compiled ops (only when the library is loaded)."""
+    for forward, backward in (GENERAL_OPS, FAST_OPS):
+        _register_pair(forward, backward)
 
-    @torch.library.register_fake("ndsnn::lif_forward")
+
+def _register_pair(forward_name: str, backward_name: str) -> None:
+    backward_op = getattr(torch.ops.ndsnn, backward_name)
+
+    @torch.library.register_fake(f"ndsnn::{forward_name}")
     def _lif_forward_fake(x, tau, v_threshold, tau_value, v_threshold_value, v_reset, decay_input,
                           detach_reset, surrogate, alpha, saved_dtype):  # fmt: skip
         spikes = torch.empty_like(x, memory_format=torch.contiguous_format)
         h = x.new_empty(x.shape, dtype=saved_dtype if saved_dtype is not None else x.dtype)
         return spikes, h
 
-    @torch.library.register_fake("ndsnn::lif_backward")
+    @torch.library.register_fake(f"ndsnn::{backward_name}")
     def _lif_backward_fake(grad_spikes, grad_h, h, tau, v_threshold, tau_value, v_threshold_value, v_reset,
                            decay_input, detach_reset, surrogate, alpha, tau_grad, v_threshold_grad):  # fmt: skip
         grad_x = torch.empty_like(grad_spikes, memory_format=torch.contiguous_format)
@@ -170,16 +194,15 @@ def _register() -> None:
             return (None,) * 11
         if grad_spikes is None:
             grad_spikes = h.new_zeros(h.shape, dtype=ctx.spike_dtype)
-        grad_x, grad_tau, grad_th = torch.ops.ndsnn.lif_backward(
-            grad_spikes, grad_h, h, tau, v_threshold, *ctx.settings, tau_grad, th_grad
-        )
+        grad_x, grad_tau, grad_th = backward_op(grad_spikes, grad_h, h, tau, v_threshold, *ctx.settings, tau_grad,
+                                                th_grad)  # fmt: skip
         return (
             grad_x if needs[0] else None,
             grad_tau if tau_grad else None,
             grad_th if th_grad else None,
         ) + (None,) * 8
 
-    torch.library.register_autograd("ndsnn::lif_forward", backward, setup_context=setup_context)
+    torch.library.register_autograd(f"ndsnn::{forward_name}", backward, setup_context=setup_context)
 
     def no_double_backward(ctx, *grads):
         raise NotImplementedError(
@@ -188,7 +211,7 @@ def _register() -> None:
         )
 
     torch.library.register_autograd(
-        "ndsnn::lif_backward", no_double_backward, setup_context=lambda ctx, inputs, output: None
+        f"ndsnn::{backward_name}", no_double_backward, setup_context=lambda ctx, inputs, output: None
     )
 
 

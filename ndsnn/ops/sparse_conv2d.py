@@ -18,6 +18,7 @@ from .. import _extension
 from .crossover import max_sparse_density
 from .kept_index import KeptIndex, kept_index
 from .masked_args import check_mask_bias_devices, check_tensors
+from .sparse_conv2d_tiled import use_tiled
 
 
 def sparse_conv2d_reference(x, weight, mask, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -88,7 +89,8 @@ def sparse_conv2d(
     """F.conv2d(x, weight * mask, bias, stride, padding, dilation, groups), skipping pruned weights.
 
     The weight gradient is zero at pruned positions unless dense_weight_grad (what a grow step needs).
-    implementation: "sparse" (the compiled kernel), "dense" (cuDNN / mkldnn on weight * mask), or "auto":
+    implementation: "sparse" (the compiled kernel; ValueError where there is none for x's device, or it
+    has not passed its tests there), "dense" (cuDNN / mkldnn on weight * mask), or "auto":
     sparse when the mask is no denser than the crossover measured for this device kind and layer shape
     (ndsnn.ops.crossover). spike_input says whether x is mostly zeros (spikes) or real-valued, which moves
     the crossover; None: looked up from x when it matters. index_mask: the tensor the kept-weight index is
@@ -99,10 +101,11 @@ def sparse_conv2d(
     index = plan_sparse(x, weight, mask, stride, groups, implementation, spike_input, index_mask)
     if index is None:
         return F.conv2d(x, _masked_weight(weight, mask, dense_weight_grad), bias, stride, padding, dilation, groups)
-    return torch.ops.ndsnn.sparse_conv2d_forward(
-        x, weight, bias, index.out_ptr, index.out_flat, index.in_ptr, index.in_flat,
-        list(stride), list(padding), list(dilation), groups, dense_weight_grad,
-    )  # fmt: skip
+    args = (x, weight, bias, index.out_ptr, index.out_flat, index.in_ptr, index.in_flat, list(stride), list(padding),
+            list(dilation), groups, dense_weight_grad)  # fmt: skip
+    if use_tiled(x, weight, stride, padding, dilation, groups):  # CUDA: the tile-resident kernels
+        return torch.ops.ndsnn.sparse_conv2d_tiled_forward(*args, 0)
+    return torch.ops.ndsnn.sparse_conv2d_forward(*args)
 
 
 def plan_sparse(
@@ -118,7 +121,13 @@ def plan_sparse(
     """The kept-weight index when the compiled sparse kernel should run, None for the dense path."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}; got {implementation!r}")
-    if implementation == "dense" or not _extension.use_kernel("sparse_conv2d_forward", x.device):
+    if implementation == "dense":
+        return None
+    if not _extension.use_kernel("sparse_conv2d_forward", x.device):
+        if implementation == "sparse":
+            raise ValueError(
+                f"implementation='sparse': {_extension.kernel_unavailable('sparse_conv2d_forward', x.device)}"
+            )
         return None
     if implementation == "auto":
         as_spikes, as_real = _crossovers(x, weight, stride, spike_input)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .masked_args import check_mask_bias_devices, check_tensors
 from .sparse_conv2d import _masked_weight, plan_sparse
+from .sparse_conv2d_tiled import use_tiled
 
 
 def sparse_linear_reference(x, weight, mask, bias=None):
@@ -50,8 +51,10 @@ def sparse_linear(
     index = plan_sparse(x4, weight4, mask4, (1, 1), 1, implementation, spike_input, index_mask=mask)
     if index is None:
         return F.linear(x, _masked_weight(weight, mask, dense_weight_grad), bias)
-    out = torch.ops.ndsnn.sparse_conv2d_forward(
-        x4, weight4, bias, index.out_ptr, index.out_flat, index.in_ptr, index.in_flat,
-        [1, 1], [0, 0], [1, 1], 1, dense_weight_grad,
-    )  # fmt: skip
+    args = (x4, weight4, bias, index.out_ptr, index.out_flat, index.in_ptr, index.in_flat, [1, 1], [0, 0], [1, 1], 1,
+            dense_weight_grad)  # fmt: skip
+    if use_tiled(x4, weight4, (1, 1), (0, 0), (1, 1), 1):  # CUDA: the tile-resident kernels
+        out = torch.ops.ndsnn.sparse_conv2d_tiled_forward(*args, 0)
+    else:
+        out = torch.ops.ndsnn.sparse_conv2d_forward(*args)
     return out.reshape(*x.shape[:-1], weight.shape[0])
