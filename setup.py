@@ -2,7 +2,8 @@
 
 With torch importable at build time (``pip install --no-build-isolation -e .``), the C++ CPU kernels are
 always compiled, and the CUDA kernels too when torch is a CUDA build and nvcc is found (a GPU is not
-needed; TORCH_CUDA_ARCH_LIST defaults to sm_80 and sm_90 when no GPU is visible). In pip's isolated build
+needed; TORCH_CUDA_ARCH_LIST defaults to sm_80 and sm_90 when no GPU is visible); a CPU-only build on x86-64
+also builds the CPU kernels for AVX2 / FMA / F16C as a second library (ndsnn/_C_avx2). In pip's isolated build
 environment torch is absent: the package installs as pure Python and compiles its kernels on first import
 (ndsnn/_extension.py). NDSNN_NO_EXTENSION=1 skips the build; NDSNN_NO_CUDA=1 builds the CPU kernels only.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -73,16 +75,24 @@ def extension_build() -> tuple[list, dict]:
         extension_class = cpp_extension.CUDAExtension
     else:
         extension_class = cpp_extension.CppExtension
+    # A CPU-only build also carries the CPU kernels built for wider instruction sets (ndsnn/_C_avx2...), one
+    # library each; the package loads the widest this CPU runs (NDSNN_CPU_ISA).
+    isas = ["baseline"] if with_cuda or platform.machine() not in ("x86_64", "AMD64") else list(ext.ISA_FLAGS)
     info = {
         "torch_tag": ext.torch_tag(),
         "with_cuda": with_cuda,
         "cuda_arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST", "(visible GPUs)") if with_cuda else None,
+        "cpu_isas": isas,
     }
     (ROOT / "ndsnn" / "_build_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    module = extension_class(
-        "ndsnn._C", sources, include_dirs=[str(csrc)], extra_compile_args=extra, extra_link_args=list(ext.LINK_FLAGS)
-    )
-    return [module], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
+    modules = [
+        extension_class(
+            f"ndsnn.{ext.library_name(isa)}", sources, include_dirs=[str(csrc)], extra_link_args=list(ext.LINK_FLAGS),
+            extra_compile_args={**extra, "cxx": [*extra["cxx"], *ext.ISA_FLAGS[isa]]},
+        )
+        for isa in isas
+    ]  # fmt: skip
+    return modules, {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
 
 
 ext_modules, cmdclass = extension_build()

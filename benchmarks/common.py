@@ -42,6 +42,7 @@ def environment(device: torch.device) -> dict[str, object]:
         "torch": torch.__version__,
         "ndsnn": ndsnn.__version__,
         "ndsnn_kernels": ndsnn.kernel_status().source,
+        "ndsnn_cpu_isa": ndsnn.kernel_status().isa,
         "commit": git_commit(),
     }
     try:

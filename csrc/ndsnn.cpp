@@ -86,6 +86,13 @@ TORCH_LIBRARY(ndsnn, m) {
       "sparse_conv2d_grad_weight(Tensor grad_out, Tensor x, Tensor out_flat, Tensor in_ptr, Tensor in_flat, "
       "int[] weight_size, int[2] stride, "
       "int[2] padding, int[2] dilation, int groups) -> Tensor");
+  // Masked sparse linear layer, x [B, I], weight [O, I], with the same kept-weight index (flat o * I + i).
+  // input_kind: 1 spikes (the event-driven forward), 2 real-valued, 0 not known (x's nonzeros are counted).
+  m.def(
+      "sparse_linear_forward(Tensor x, Tensor weight, Tensor? bias, Tensor out_ptr, Tensor out_flat, "
+      "Tensor in_ptr, Tensor in_flat, bool dense_weight_grad, int input_kind) -> Tensor");
+  m.def("sparse_linear_grad_input(Tensor grad_out, Tensor weight, Tensor in_ptr, Tensor in_flat) -> Tensor");
+  m.def("sparse_linear_grad_weight(Tensor grad_out, Tensor x, Tensor out_flat, int[] weight_size) -> Tensor");
   // The same three products by the tile-resident kernels (csrc/sparse_tiles.h): CUDA, and on the CPU an
   // emulation of the CUDA blocks thread by thread (for testing the tile logic, not for speed). smem_budget:
   // the bytes of shared memory a block may stage (0: the device's opt-in maximum; 48 KiB when emulated).

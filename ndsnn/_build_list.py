@@ -36,6 +36,27 @@ OPENMP_FLAGS: tuple[str, ...] = tuple(_LIST.get("openmp_flags", ())) if sys.plat
 CXX_FLAGS: tuple[str, ...] = (*_LIST.get("cxx_flags", ()), *OPENMP_FLAGS)
 LINK_FLAGS: tuple[str, ...] = OPENMP_FLAGS
 NVCC_FLAGS: tuple[str, ...] = tuple(_LIST.get("nvcc_flags", ()))
+# Instruction sets the CPU kernels are also built for (each a library of its own: "baseline" has no flags).
+ISA_FLAGS: dict[str, tuple[str, ...]] = {"baseline": (), **{k: tuple(v) for k, v in _LIST.get("isa_flags", {}).items()}}
+
+
+def cpu_has(isa: str) -> bool:
+    """Whether this CPU runs code built with ISA_FLAGS[isa] (avx2: AVX2, FMA and F16C)."""
+    if isa == "baseline":
+        return True
+    if isa != "avx2" or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as handle:  # Linux: F16C is not part of torch's capability test
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), None)
+    except OSError:
+        flags = None
+    return flags is None or {"avx2", "fma", "f16c"} <= set(flags)
+
+
+def library_name(isa: str) -> str:
+    """The prebuilt extension's module name for an instruction set: ndsnn._C or ndsnn._C_avx2."""
+    return "_C" if isa == "baseline" else f"_C_{isa}"
 
 
 def torch_tag() -> str:

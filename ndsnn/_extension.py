@@ -3,7 +3,10 @@
 Order of preference:
 1. the library built by ``setup.py`` next to this file (``ndsnn/_C*.so``), if it was built against the
    torch that is running (a library built against another torch is refused: loading it could crash);
-2. a library compiled on first use with ``torch.utils.cpp_extension.load`` (ninja), cached under
+   CPU-only builds come as one library per instruction set (``_C``: baseline x86-64, ``_C_avx2``: AVX2, FMA
+   and F16C), of which the widest this CPU runs is loaded (``NDSNN_CPU_ISA=auto|baseline|avx2``);
+2. a library compiled on first use with ``torch.utils.cpp_extension.load`` (ninja), for that instruction set,
+   cached under
    ``$NDSNN_CACHE_DIR`` (default ``~/.cache/ndsnn``) per torch, Python and CUDA version and per version of the
    sources (a hash of their contents, their location and the flags), so that two checkouts, or two versions
    of one, each keep their own build instead of rebuilding each other's on every import;
@@ -33,9 +36,12 @@ from ._build_list import (  # noqa: F401  (re-exported: the build's sources and 
     CPU_SOURCES,
     CUDA_SOURCES,
     CXX_FLAGS,
+    ISA_FLAGS,
     LINK_FLAGS,
     NVCC_FLAGS,
     PACKAGE_DIR,
+    cpu_has,
+    library_name,
     sources_dir,
     torch_tag,
 )
@@ -51,6 +57,9 @@ OPS = (
     "sparse_conv2d_tiled_forward",
     "sparse_conv2d_tiled_grad_input",
     "sparse_conv2d_tiled_grad_weight",
+    "sparse_linear_forward",
+    "sparse_linear_grad_input",
+    "sparse_linear_grad_weight",
     "batch_norm_stats",
     "batch_norm_lif_forward",
     "batch_norm_lif_backward",
@@ -67,6 +76,7 @@ class KernelStatus:
     build_info: dict[str, str] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     kernels: frozenset[tuple[str, str]] = frozenset()  # (op, device type) pairs with a compiled kernel
+    isa: str = "baseline"  # the instruction set the CPU kernels of the loaded library were built for
 
     @property
     def loaded(self) -> bool:
@@ -76,9 +86,22 @@ class KernelStatus:
 _status: KernelStatus | None = None
 
 
-def prebuilt_library() -> Path | None:
-    found = sorted(PACKAGE_DIR.glob("_C*.so")) + sorted(PACKAGE_DIR.glob("_C*.pyd"))
+def prebuilt_library(isa: str = "baseline") -> Path | None:
+    """setup.py's library for an instruction set: ndsnn/_C.<tag>.so, or ndsnn/_C_avx2.<tag>.so."""
+    name = library_name(isa)
+    found = [p for p in sorted(PACKAGE_DIR.glob(f"{name}.*")) if p.suffix in (".so", ".pyd")]
     return found[0] if found else None
+
+
+def chosen_isa(with_cuda: bool) -> str:
+    """The build of the CPU kernels to load: NDSNN_CPU_ISA, where auto is the widest this CPU runs. A build
+    with CUDA kernels is one library (the baseline CPU kernels beside them)."""
+    setting = settings.cpu_isa()
+    if with_cuda or setting == "baseline":
+        return "baseline"
+    if setting == "avx2" and not cpu_has("avx2"):
+        raise settings.SettingsError("NDSNN_CPU_ISA=avx2, but this CPU lacks AVX2, FMA or F16C")
+    return "avx2" if "avx2" in ISA_FLAGS and cpu_has("avx2") else "baseline"
 
 
 def _parse_build_info(text: str) -> dict[str, str]:
@@ -101,16 +124,20 @@ def prebuilt_refusal(library: Path, info_file: Path) -> str | None:
 
 
 def _try_prebuilt(status: KernelStatus) -> bool:
-    library = prebuilt_library()
+    isa = chosen_isa(with_cuda=False)
+    library = prebuilt_library(isa) or prebuilt_library()
     if library is None:
         status.messages.append("no prebuilt library next to the package")
         return False
+    if library != prebuilt_library(isa):
+        status.messages.append(f"no prebuilt {isa} library: loading the baseline one")
+        isa = "baseline"
     refusal = prebuilt_refusal(library, PACKAGE_DIR / "_build_info.json")
     if refusal is not None:
         status.messages.append(refusal)
         return False
     torch.ops.load_library(str(library))
-    status.source, status.path = "prebuilt", str(library)
+    status.source, status.path, status.isa = "prebuilt", str(library), isa
     return True
 
 
@@ -147,11 +174,13 @@ def _try_jit(status: KernelStatus) -> bool:
     from torch.utils import cpp_extension
 
     with_cuda = _cuda_toolkit_usable()
+    isa = chosen_isa(with_cuda)
     sources = [str(csrc / s) for s in CPU_SOURCES]
     if with_cuda:
         sources += [str(csrc / s) for s in CUDA_SOURCES]
     defines = ["-DNDSNN_WITH_CUDA"] if with_cuda else []
-    flags = [*CXX_FLAGS, *defines, *LINK_FLAGS, *(NVCC_FLAGS if with_cuda else ())]
+    cxx_flags = [*CXX_FLAGS, *ISA_FLAGS[isa], *defines]
+    flags = [*cxx_flags, *LINK_FLAGS, *(NVCC_FLAGS if with_cuda else ())]
     settings.check_cache_dir()  # an NDSNN_CACHE_DIR the user chose but cannot be used: SettingsError
     build_dir = cache_dir(sources_key(csrc, sources, flags))
     try:
@@ -159,10 +188,10 @@ def _try_jit(status: KernelStatus) -> bool:
     except OSError as error:
         status.messages.append(f"cannot create the kernel cache {build_dir} ({error.strerror or error})")
         return False
-    name = "ndsnn_kernels_cuda" if with_cuda else "ndsnn_kernels"
+    name = "ndsnn_kernels_cuda" if with_cuda else "ndsnn_kernels" + ("" if isa == "baseline" else f"_{isa}")
     if not (build_dir / f"{name}.so").exists():
         print(
-            f"ndsnn: compiling the {'C++/CUDA' if with_cuda else 'C++'} kernels for {torch_tag()} into "
+            f"ndsnn: compiling the {'C++/CUDA' if with_cuda else 'C++ (' + isa + ')'} kernels for {torch_tag()} into "
             f"{build_dir} (first use only, about a minute)",
             file=sys.stderr,
             flush=True,
@@ -171,7 +200,7 @@ def _try_jit(status: KernelStatus) -> bool:
         cpp_extension.load(
             name=name,
             sources=sources,
-            extra_cflags=[*CXX_FLAGS, *defines],
+            extra_cflags=cxx_flags,
             extra_ldflags=list(LINK_FLAGS),
             extra_cuda_cflags=[*NVCC_FLAGS, *defines],
             extra_include_paths=[str(csrc)],
@@ -183,7 +212,7 @@ def _try_jit(status: KernelStatus) -> bool:
     except Exception as error:  # a failed compile must not make the package unusable
         status.messages.append(f"compiling the kernels failed: {str(error).strip().splitlines()[-1]}")
         return False
-    status.source, status.path = "jit", str(build_dir / f"{name}.so")
+    status.source, status.path, status.isa = "jit", str(build_dir / f"{name}.so"), isa
     return True
 
 

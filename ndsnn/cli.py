@@ -48,11 +48,12 @@ def one_line(error: BaseException) -> str:
 def check_environment() -> None:
     """The NDSNN_* settings every command depends on, checked before any work (SettingsError names one)."""
     from . import _extension, settings
-    from .ops import crossover
+    from .ops import crossover, dispatch
 
     settings.kernel_policy()
     settings.check_cache_dir()
     crossover.check_settings()
+    dispatch.policy()
     _extension.load()
 
 

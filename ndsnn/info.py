@@ -36,6 +36,7 @@ def collect() -> dict[str, object]:
         "spikingjelly": _package_version("spikingjelly"),
         "kernels": status.source if status.loaded else "none: reference implementations in use",
         "kernel library": status.path or "-",
+        "cpu kernels built for": status.isa if status.loaded else "-",
         "built with": ", ".join(f"{k}={v}" for k, v in status.build_info.items()) or "-",
         "cpu kernels": ", ".join(op for op in ops if (op, "cpu") in status.kernels) or "none",
         "cuda kernels": ", ".join(op for op in ops if (op, "cuda") in status.kernels) or "none",

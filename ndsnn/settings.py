@@ -7,6 +7,8 @@ NDSNN_CROSSOVER_FILE            a crossover table measured on this machine (ndsn
 NDSNN_SPARSE_CONV_MAX_DENSITY   one crossover density in [0, 1] for every layer
 NDSNN_DATA          the data directory when --data-dir is not given (ndsnn.data)
 NDSNN_UNVERIFIED_KERNELS=1      also run CUDA kernels not yet verified on this GPU (ndsnn._verification)
+NDSNN_DISPATCH      measure (default) | table: how a sparse layer picks sparse or dense kernels (ndsnn.ops.dispatch)
+NDSNN_CPU_ISA       auto (default) | baseline | avx2: which build of the CPU kernels to load (ndsnn._extension)
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ def kernel_policy() -> str:
     value = os.environ.get("NDSNN_KERNELS", "auto").strip().lower() or "auto"
     if value not in KERNEL_POLICIES:
         raise SettingsError(f"NDSNN_KERNELS must be one of {', '.join(KERNEL_POLICIES)}; got {value!r}")
+    return value
+
+
+CPU_ISAS = ("auto", "baseline", "avx2")
+
+
+def cpu_isa() -> str:
+    value = os.environ.get("NDSNN_CPU_ISA", "auto").strip().lower() or "auto"
+    if value not in CPU_ISAS:
+        raise SettingsError(f"NDSNN_CPU_ISA must be one of {', '.join(CPU_ISAS)}; got {value!r}")
     return value
 
 

@@ -7,6 +7,9 @@ import os
 # The kernel tests are what verifies a CUDA kernel on a new GPU: they must run kernels that have no
 # verification record yet (ndsnn._verification); the gate's own tests switch this off where they need to.
 os.environ.setdefault("NDSNN_UNVERIFIED_KERNELS", "1")
+# The sparse layers decide dense vs sparse from the shipped crossover table in the tests (no timing: the same
+# kernels on every run); the measured dispatch has tests of its own (test_dispatch.py).
+os.environ.setdefault("NDSNN_DISPATCH", "table")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -108,3 +108,41 @@ def test_each_version_of_the_sources_gets_its_own_kernel_cache(tmp_path):
     header.write_text(header.read_text() + "\n// changed\n")
     assert key_a != _extension.sources_key(first, names, flags)  # a header changed
     assert _extension.cache_dir(key_a).parent == _extension.cache_dir()
+
+
+def test_the_cpu_build_follows_the_instruction_set(monkeypatch):
+    """NDSNN_CPU_ISA picks the library; avx2 is refused on a CPU without it, auto takes the widest."""
+    monkeypatch.setenv("NDSNN_CPU_ISA", "baseline")
+    assert _extension.chosen_isa(with_cuda=False) == "baseline"
+    monkeypatch.setenv("NDSNN_CPU_ISA", "auto")
+    assert _extension.chosen_isa(with_cuda=False) == ("avx2" if _extension.cpu_has("avx2") else "baseline")
+    assert _extension.chosen_isa(with_cuda=True) == "baseline"  # a CUDA build is one library
+    monkeypatch.setattr(_extension, "cpu_has", lambda isa: isa == "baseline")
+    monkeypatch.setenv("NDSNN_CPU_ISA", "avx2")
+    with pytest.raises(ValueError, match="NDSNN_CPU_ISA=avx2, but this CPU lacks"):
+        _extension.chosen_isa(with_cuda=False)
+    monkeypatch.setenv("NDSNN_CPU_ISA", "sse9")
+    with pytest.raises(ValueError, match="NDSNN_CPU_ISA must be one of auto, baseline, avx2"):
+        _extension.chosen_isa(with_cuda=False)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+def test_the_other_cpu_build_passes_the_kernel_tests():
+    """Both builds of the CPU kernels run the same kernel tests: this session's runs them in-process; here the
+    other build (baseline where this session runs avx2, and the reverse) runs them in a subprocess."""
+    status = _extension.load()
+    if status.source != "jit" or not _extension.cpu_has("avx2"):
+        pytest.skip("needs kernels compiled on first use on a CPU that runs both builds")
+    other = "baseline" if status.isa == "avx2" else "avx2"
+    tests = Path(__file__).parent
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not cuda",
+               str(tests / "test_lif_kernels.py"), str(tests / "test_sparse_conv2d.py"),
+               str(tests / "test_sparse_linear.py"), str(tests / "test_batch_norm_lif.py"),
+               "-k", "not spikingjelly and not torch_compile"]  # fmt: skip
+    check = f"import ndsnn; s = ndsnn.kernel_status(); assert s.isa == '{other}', s; print(s.isa)"
+    env = {**os.environ, "NDSNN_CPU_ISA": other, "NDSNN_KERNELS": "jit"}
+    loaded = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=900)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout

@@ -12,10 +12,16 @@ from kernel_checks import assert_kernels_ran, ops_called, require_kernel
 from ndsnn.ops import sparse_linear
 from ndsnn.ops.kept_index import build_kept_index, cached_index
 
+# The CPU has sparse linear kernels of their own; CUDA runs a linear layer as a 1x1 convolution.
+KERNELS = {
+    "cpu": ("sparse_linear_forward", "sparse_linear_grad_input", "sparse_linear_grad_weight"),
+    "cuda": ("sparse_conv2d_forward", "sparse_conv2d_grad_input", "sparse_conv2d_grad_weight"),
+}
+
 
 def _compiled(device: torch.device) -> bool:
     """Requires the compiled kernel on this device (fails when missing; see kernel_checks)."""
-    require_kernel("sparse_conv2d_forward", device)
+    require_kernel(KERNELS[device.type][0], device)
     return True
 
 
@@ -23,7 +29,7 @@ def _compiled(device: torch.device) -> bool:
 def _general_kernels(monkeypatch):
     """These tests are the general sparse kernels' (test_sparse_conv2d_tiled.py tests the tiled ones, which the
     op would otherwise pick on a GPU where they fit)."""
-    monkeypatch.setattr(importlib.import_module("ndsnn.ops.sparse_linear"), "use_tiled", lambda *args: False)
+    monkeypatch.setattr(importlib.import_module("ndsnn.ops.sparse_conv2d"), "use_tiled", lambda *args: False)
 
 
 def _case(shape, in_features, out_features, sparsity, device, dtype=torch.float32, binary=False, seed=0):
@@ -50,7 +56,7 @@ def _sparse_grads(mask, x, weight, bias):
     result, called = ops_called(
         lambda: _grads(lambda a, w, b: sparse_linear(a, w, mask, b, implementation="sparse"), x, weight, bias)
     )
-    assert_kernels_ran(called, "sparse_conv2d_forward", "sparse_conv2d_grad_input", "sparse_conv2d_grad_weight")
+    assert_kernels_ran(called, *KERNELS[x.device.type])
     return result
 
 
@@ -104,6 +110,11 @@ def test_opcheck_on_linear_shapes(device):
     args = (x.view(9, 13, 1, 1).requires_grad_(), weight.view(6, 13, 1, 1).requires_grad_(), bias, index.out_ptr,
             index.out_flat, index.in_ptr, index.in_flat, [1, 1], [0, 0], [1, 1], 1, False)  # fmt: skip
     torch.library.opcheck(torch.ops.ndsnn.sparse_conv2d_forward.default, args)
+    if device.type == "cpu":  # the linear layer's own kernels, spikes and real inputs
+        for x_in, kind in ((x, 2), ((x > 0.5).to(x.dtype), 1)):
+            args = (x_in.requires_grad_(), weight.clone().requires_grad_(), bias, index.out_ptr, index.out_flat,
+                    index.in_ptr, index.in_flat, False, kind)  # fmt: skip
+            torch.library.opcheck(torch.ops.ndsnn.sparse_linear_forward.default, args)
 
 
 def test_index_is_cached_on_the_2d_mask(device):

@@ -43,6 +43,7 @@ class ConvBNLIF(nn.Module):
                  lif: dict | None = None) -> None:  # fmt: skip
         super().__init__()
         self.conv = SparseSpikingConv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)
+        self.conv.spike_input = True  # in every model it takes the previous layer's spikes
         self.bn = PerFrame(nn.BatchNorm2d(out_channels))
         self.lif = make_lif(lif)
 
@@ -80,11 +81,14 @@ def per_step_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.
 
 def stem_conv(in_channels: int, out_channels: int) -> nn.Module:
     """The first convolution and its batch norm, without neurons: it sees the real-valued image."""
-    return nn.Sequential(
-        PerFrame(SparseSpikingConv2d(in_channels, out_channels, 3, 1, 1, bias=False)),
-        PerFrame(nn.BatchNorm2d(out_channels)),
-    )
+    conv = SparseSpikingConv2d(in_channels, out_channels, 3, 1, 1, bias=False)
+    conv.spike_input = False
+    return nn.Sequential(PerFrame(conv), PerFrame(nn.BatchNorm2d(out_channels)))
 
 
-def classifier_linear(in_features: int, out_features: int) -> SparseLinear:
-    return SparseLinear(in_features, out_features)
+def classifier_linear(in_features: int, out_features: int, spikes: bool = True) -> SparseLinear:
+    """A fully connected layer; spikes: whether its input is spikes (else real-valued, e.g. pooled averages).
+    Saying so spares the dispatcher a pass counting the input's nonzeros at every call."""
+    linear = SparseLinear(in_features, out_features)
+    linear.spike_input = spikes
+    return linear

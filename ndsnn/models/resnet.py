@@ -22,13 +22,13 @@ class SpikingBasicBlock(nn.Module):
         super().__init__()
         self.conv_bn_lif = ConvBNLIF(in_channels, out_channels, stride=stride, lif=lif)
         self.conv = SparseSpikingConv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.conv.spike_input = True
         self.bn = PerFrame(nn.BatchNorm2d(out_channels))
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                SparseSpikingConv2d(in_channels, out_channels, 1, stride, 0, bias=False),
-                PerFrame(nn.BatchNorm2d(out_channels)),
-            )
+            projection = SparseSpikingConv2d(in_channels, out_channels, 1, stride, 0, bias=False)
+            projection.spike_input = True
+            self.shortcut = nn.Sequential(projection, PerFrame(nn.BatchNorm2d(out_channels)))
         self.lif = make_lif(lif)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,7 @@ class SpikingResNet19(SpikingClassifier):
                 channels = width
         self.stages = nn.Sequential(*blocks)
         self.pool = PerFrame(nn.AdaptiveAvgPool2d(1))
-        self.fc1 = classifier_linear(channels, 256)
+        self.fc1 = classifier_linear(channels, 256, spikes=False)  # global average of spikes: real-valued
         self.fc_lif = make_lif(lif)
         self.fc2 = classifier_linear(256, num_classes)
 

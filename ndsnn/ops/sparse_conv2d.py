@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
 from .. import _extension
+from . import dispatch
+from .compiled import compiled_call
 from .crossover import max_sparse_density
 from .kept_index import KeptIndex, kept_index
 from .masked_args import check_mask_bias_devices, check_tensors
@@ -45,30 +47,14 @@ def _check_args(x, weight, mask, bias, groups) -> None:
 
 
 IMPLEMENTATIONS = ("auto", "sparse", "dense")
-# Inputs with at most this fraction of nonzeros count as spikes (the CPU kernel's event-driven path).
+# Inputs with at most this fraction of nonzeros count as spikes (the CPU kernels' event-driven path).
 SPIKE_INPUT_MAX_DENSITY = 0.3
 
 
-def _crossovers(x, weight, stride, spike_input) -> tuple[float, float]:
-    """The densest masks for which the sparse kernel wins here: (as spikes, as real input), one of them
-    for an input kind the caller named."""
-    if spike_input is not None:
-        value = max_sparse_density(x.device, x.shape, weight.shape, stride, spike_input)
-        return (value, 0.0) if spike_input else (0.0, value)
-    as_spikes = max_sparse_density(x.device, x.shape, weight.shape, stride, True)
-    return as_spikes, max_sparse_density(x.device, x.shape, weight.shape, stride, False)
-
-
-def _choose_sparse(x, density, spike_input, as_spikes: float, as_real: float) -> bool:
-    """auto: the sparse kernel when the mask is no denser than the measured crossover for this layer."""
-    if spike_input is not None:
-        return density <= (as_spikes if spike_input else as_real)
-    if density <= min(as_spikes, as_real):
-        return True
-    if density > max(as_spikes, as_real):
-        return False
-    looks_like_spikes = torch.count_nonzero(x).item() <= SPIKE_INPUT_MAX_DENSITY * x.numel()
-    return density <= (as_spikes if looks_like_spikes else as_real)
+def looks_like_spikes(x: torch.Tensor) -> bool:
+    """Whether x has few enough nonzeros to be spikes (one counting pass: layers that know their input kind
+    say it with spike_input instead)."""
+    return torch.count_nonzero(x).item() <= SPIKE_INPUT_MAX_DENSITY * x.numel()
 
 
 def sparse_conv2d(
@@ -84,60 +70,180 @@ def sparse_conv2d(
     dense_weight_grad: bool = False,
     implementation: str = "auto",
     spike_input: bool | None = None,
-    index_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """F.conv2d(x, weight * mask, bias, stride, padding, dilation, groups), skipping pruned weights.
 
     The weight gradient is zero at pruned positions unless dense_weight_grad (what a grow step needs).
-    implementation: "sparse" (the compiled kernel; ValueError where there is none for x's device, or it
-    has not passed its tests there), "dense" (cuDNN / mkldnn on weight * mask), or "auto":
-    sparse when the mask is no denser than the crossover measured for this device kind and layer shape
-    (ndsnn.ops.crossover). spike_input says whether x is mostly zeros (spikes) or real-valued, which moves
-    the crossover; None: looked up from x when it matters. index_mask: the tensor the kept-weight index is
-    cached on, when mask is a view made per call (sparse_linear's 1x1 view of its 2-D mask).
+    implementation: "sparse" (the compiled kernels; ValueError where there are none for x's device, or they
+    have not passed their tests there), "dense" (cuDNN / mkldnn on weight * mask), or "auto": whichever
+    measured faster for this layer on this machine (ndsnn.ops.dispatch). spike_input says whether x is spikes
+    (mostly zeros) or real-valued, which changes the sparse kernels' speed; None: counted from x when needed.
     """
     _check_args(x, weight, mask, bias, groups)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    index = plan_sparse(x, weight, mask, stride, groups, implementation, spike_input, index_mask)
+    geometry = (stride, padding, dilation, groups)
+    if torch.compiler.is_compiling():  # one opaque op for the graph; its body is this function, run eagerly
+        return compiled_call("conv2d", x, weight, mask, bias, geometry, dense_weight_grad, implementation,
+                             spike_input)  # fmt: skip
+    return forward(x, weight, mask, bias, geometry, dense_weight_grad, implementation, spike_input)
+
+
+def forward(x, weight, mask, bias, geometry, dense_weight_grad: bool, implementation: str, spike_input: bool | None,
+            grads: tuple[bool, bool] | None = None) -> torch.Tensor:  # fmt: skip
+    """The eager op, arguments checked: the dispatch, then the dense op or the compiled sparse kernels."""
+    index = plan_sparse(x, weight, mask, bias, geometry, implementation, spike_input, grads=grads)
     if index is None:
-        return F.conv2d(x, _masked_weight(weight, mask, dense_weight_grad), bias, stride, padding, dilation, groups)
+        return F.conv2d(x, _masked_weight(weight, mask, dense_weight_grad), bias, *geometry)
+    return _sparse_forward(x, weight, bias, index, geometry, dense_weight_grad)
+
+
+def _sparse_forward(x, weight, bias, index: KeptIndex, geometry, dense_weight_grad: bool) -> torch.Tensor:
+    """The compiled sparse kernels (autograd included): on CUDA the tile-resident ones where they may run."""
+    stride, padding, dilation, groups = geometry
     args = (x, weight, bias, index.out_ptr, index.out_flat, index.in_ptr, index.in_flat, list(stride), list(padding),
             list(dilation), groups, dense_weight_grad)  # fmt: skip
-    if use_tiled(x, weight, stride, padding, dilation, groups):  # CUDA: the tile-resident kernels
+    if use_tiled(x, weight, stride, padding, dilation, groups):
         return torch.ops.ndsnn.sparse_conv2d_tiled_forward(*args, 0)
     return torch.ops.ndsnn.sparse_conv2d_forward(*args)
+
+
+def kernels_may_run(op: str, device: torch.device, implementation: str) -> bool:
+    """Whether the compiled sparse kernels (of which `op` is the forward) are a choice for this call: False for
+    "dense" or where they cannot run; ValueError for an unknown implementation, or "sparse" where they cannot."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}; got {implementation!r}")
+    if implementation == "dense":
+        return False
+    if not _extension.use_kernel(op, device):
+        if implementation == "sparse":
+            raise ValueError(f"implementation='sparse': {_extension.kernel_unavailable(op, device)}")
+        return False
+    return True
 
 
 def plan_sparse(
     x: torch.Tensor,
     weight: torch.Tensor,
     mask: torch.Tensor,
-    stride: tuple[int, int],
-    groups: int,
+    bias: torch.Tensor | None,
+    geometry: tuple,
     implementation: str,
     spike_input: bool | None,
     index_mask: torch.Tensor | None = None,
+    grads: tuple[bool, bool] | None = None,
 ) -> KeptIndex | None:
-    """The kept-weight index when the compiled sparse kernel should run, None for the dense path."""
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}; got {implementation!r}")
-    if implementation == "dense":
+    """The kept-weight index when the compiled sparse kernels should run, None for the dense path. index_mask:
+    the tensor the index is cached on, when mask is a view made per call (a linear layer's 1x1 view); grads:
+    (input, weight) gradients the call will need, where x and weight do not say it (inside an opaque op)."""
+    if not kernels_may_run("sparse_conv2d_forward", x.device, implementation):
         return None
-    if not _extension.use_kernel("sparse_conv2d_forward", x.device):
-        if implementation == "sparse":
-            raise ValueError(
-                f"implementation='sparse': {_extension.kernel_unavailable('sparse_conv2d_forward', x.device)}"
-            )
-        return None
-    if implementation == "auto":
-        as_spikes, as_real = _crossovers(x, weight, stride, spike_input)
-        if max(as_spikes, as_real) <= 0.0:  # the kernel never wins here: no index needed
-            return None
-    index = kept_index(mask if index_mask is None else index_mask, groups)
+    index = kept_index(mask if index_mask is None else index_mask, geometry[3])
+    if implementation == "sparse":
+        return index
     density = index.kept / max(1, mask.numel())
-    if implementation == "auto" and not _choose_sparse(x, density, spike_input, as_spikes, as_real):
-        return None
-    return index
+    spikes = spike_input if spike_input is not None else looks_like_spikes(x)
+    grads = grads if grads is not None else _grads_needed(x, weight)
+    call = dispatch.LayerCall("conv2d", dispatch.device_name(x.device), str(x.dtype), tuple(x.shape),
+                              tuple(weight.shape), _plain(geometry), grads, spikes,
+                              dispatch.density_bucket(density))  # fmt: skip
+
+    def prior() -> bool:
+        return density <= max_sparse_density(x.device, x.shape, weight.shape, geometry[0], spikes)
+
+    def timers() -> dispatch.Timers:
+        return _timed_steps(x, weight, mask, index, geometry, spikes, grads)
+
+    return index if dispatch.decide(call, timers, prior, x.device) else None
+
+
+def _plain(geometry: tuple) -> tuple:
+    stride, padding, dilation, groups = geometry
+    return (tuple(stride), tuple(padding), tuple(dilation), groups)
+
+
+def _grads_needed(x: torch.Tensor, weight: torch.Tensor) -> tuple[bool, bool]:
+    grad = torch.is_grad_enabled()
+    return grad and x.requires_grad, grad and weight.requires_grad
+
+
+def _timed_steps(x, weight, mask, index: KeptIndex, geometry, spikes: bool, grads: tuple[bool, bool]
+                 ) -> dispatch.Timers:  # fmt: skip
+    """One forward (and the backward products the call will need) of the layer by the sparse kernels and by
+    the dense op, on synthetic data of x's shape and kind, for dispatch.decide to time."""
+    conv = [list(v) if isinstance(v, tuple) else v for v in geometry]
+    stride, padding, dilation, groups = conv
+    needs_x, needs_w = grads
+    x_syn = dispatch.synthetic_input(x.detach(), spikes)
+    w = weight.detach()
+
+    def sparse() -> None:
+        ops = torch.ops.ndsnn
+        out = ops.sparse_conv2d_forward(x_syn, w, None, *_index_args(index), *conv, False)
+        if needs_x:
+            ops.sparse_conv2d_grad_input(out, w, index.in_ptr, index.in_flat, list(x.shape), *conv)
+        if needs_w:
+            ops.sparse_conv2d_grad_weight(out, x_syn, index.out_flat, index.in_ptr, index.in_flat, list(w.shape), *conv)
+
+    def dense() -> None:
+        masked = w * mask
+        out = F.conv2d(x_syn, masked, None, stride, padding, dilation, groups)
+        if needs_x or needs_w:
+            torch.ops.aten.convolution_backward(out, x_syn, masked, None, stride, padding, dilation, False, [0, 0],
+                                                groups, [needs_x, needs_w, False])  # fmt: skip
+            if needs_w:
+                torch.mul(masked, mask)  # the weight gradient masked, as autograd does for weight * mask
+
+    if use_tiled(x, weight, geometry[0], geometry[1], geometry[2], geometry[3]):
+        return _tiled_steps(x_syn, w, index, geometry, needs_x, needs_w), dense
+    return sparse, dense
+
+
+def _tiled_steps(x_syn, w, index: KeptIndex, geometry, needs_x: bool, needs_w: bool):
+    conv = [list(v) if isinstance(v, tuple) else v for v in geometry]
+
+    def tiled() -> None:
+        ops = torch.ops.ndsnn
+        out = ops.sparse_conv2d_tiled_forward(x_syn, w, None, *_index_args(index), *conv, False, 0)
+        if needs_x:
+            ops.sparse_conv2d_tiled_grad_input(out, w, index.in_ptr, index.in_flat, list(x_syn.shape), *conv, 0)
+        if needs_w:
+            ops.sparse_conv2d_tiled_grad_weight(out, x_syn, *_index_args(index)[1:], list(w.shape), *conv, 0)
+
+    return tiled
+
+
+def _index_args(index: KeptIndex) -> tuple[torch.Tensor, ...]:
+    return index.out_ptr, index.out_flat, index.in_ptr, index.in_flat
+
+
+def backward_products(grad_out, x, weight, mask, bias, geometry, dense_weight_grad: bool, implementation: str,
+                      spike_input: bool | None, needs: tuple[bool, bool, bool]) -> list:  # fmt: skip
+    """The gradients of x, weight and bias (None where not needed) of sparse_conv2d's call with these
+    arguments, by the path its dispatch takes: what autograd computes, without autograd (ndsnn.ops.compiled)."""
+    needs_x, needs_w, needs_b = needs
+    stride, padding, dilation, groups = geometry
+    conv = [list(stride), list(padding), list(dilation), groups]
+    index = plan_sparse(x, weight, mask, bias, geometry, implementation, spike_input, grads=(needs_x, needs_w))
+    grad_b = grad_out.sum((0, 2, 3)) if needs_b else None
+    if index is None:  # the dense op on weight * mask
+        masked = weight * mask
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(grad_out, x, masked, None, *conv[:3], False, [0, 0],
+                                                                groups, [needs_x, needs_w, False])  # fmt: skip
+        if grad_w is not None and not dense_weight_grad:
+            grad_w = grad_w * mask
+        return [grad_x, grad_w, grad_b]
+    tiled = use_tiled(x, weight, *geometry)
+    ops, extra = torch.ops.ndsnn, [0] if tiled else []
+    grad_x = grad_w = None
+    if needs_x:
+        grad_input = ops.sparse_conv2d_tiled_grad_input if tiled else ops.sparse_conv2d_grad_input
+        grad_x = grad_input(grad_out, weight, index.in_ptr, index.in_flat, list(x.shape), *conv, *extra)
+    if needs_w and dense_weight_grad:
+        grad_w = torch.nn.grad.conv2d_weight(x, weight.shape, grad_out, stride, padding, dilation, groups)
+    elif needs_w:
+        grad_weight = ops.sparse_conv2d_tiled_grad_weight if tiled else ops.sparse_conv2d_grad_weight
+        grad_w = grad_weight(grad_out, x, *_index_args(index)[1:], list(weight.shape), *conv, *extra)
+    return [grad_x, grad_w, grad_b]
 
 
 def _masked_weight(weight: torch.Tensor, mask: torch.Tensor, dense_weight_grad: bool) -> torch.Tensor:

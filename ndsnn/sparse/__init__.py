@@ -2,6 +2,7 @@
 (``create(name, model, optimizer, **config)``; names in ``METHODS``)."""
 
 from .density import DISTRIBUTIONS, erk_densities, kept_counts, layer_densities, uniform_densities
+from .kept_optimizer import KeptOnlyOptimizer
 from .masks import magnitude_mask, random_mask, top_k_mask
 from .methods import METHODS, SparseMethod
 from .schedule import cosine_drop_fraction, cubic_density
@@ -17,6 +18,7 @@ def create(name: str, model, optimizer, **config) -> SparseMethod:
 
 __all__ = [
     "DISTRIBUTIONS",
+    "KeptOnlyOptimizer",
     "METHODS",
     "SparseMethod",
     "create",

@@ -31,6 +31,8 @@ from .. import __version__, models, sparse
 from ..data import augment_batch, load_dataset, normalize_batch
 from ..models import per_step_cross_entropy
 from ..nn.convert import masked_modules
+from ..ops import dispatch
+from ..sparse.kept_optimizer import KeptOnlyOptimizer
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainConfig, is_device_name
 from .cost import TrainingCost
@@ -62,7 +64,8 @@ def resolve_device(name: str) -> torch.device:
 
 def use_deterministic_algorithms() -> None:
     """Deterministic cuDNN and cuBLAS choices, so that a resumed GPU run repeats the uninterrupted one bit for
-    bit (CPU runs are deterministic already). An op with no deterministic CUDA version warns instead of failing."""
+    bit (CPU runs are deterministic already). An op with no deterministic CUDA version warns instead of failing.
+    The sparse layers then choose their kernels from the shipped crossover table instead of timing them."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
@@ -94,6 +97,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         if config.deterministic:
             use_deterministic_algorithms()
+        dispatch.force_policy("table" if config.deterministic else None)
         self.dist = DistContext.from_environment(self.device.type)
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = local_cuda_device(self.dist.local_rank)
@@ -119,6 +123,9 @@ class Trainer:
             self.method = sparse.create(config.method, self.model, self.optimizer, **self._method_options())
         except (TypeError, ValueError) as error:  # an option the method does not take, or a bad value
             raise ConfigError(f"--method {config.method}: {error}") from None
+        # the optimizer step over kept weights only (the same numbers as the dense step; the method keeps the
+        # wrapped optimizer for its state hygiene)
+        self.optimizer = KeptOnlyOptimizer(self.optimizer, self.model)
         self.rounds = int(getattr(self.method, "rounds", 1))  # LTH trains several rounds
         self.total_epochs = config.epochs * self.rounds
         self.network: nn.Module = self.model
@@ -375,7 +382,7 @@ class Trainer:
                 "best_accuracy": self.best_accuracy, "elapsed": self.elapsed, "rng": rng_state(),
                 "spike_rates": self.last_spike_rates, "input_rates": self.last_input_rates,
                 "spike_rate_sums": self.spikes.state_dict(), "input_rate_sums": self.cost.input_rates_state_dict(),
-                "last_epoch": self.last_epoch_record}  # fmt: skip
+                "last_epoch": self.last_epoch_record, "dispatch": dispatch.snapshot()}  # fmt: skip
 
     def save(self) -> None:
         """Writes the checkpoint, unless the model or optimizer state holds a value that is not finite: then
@@ -426,6 +433,7 @@ class Trainer:
             self.spikes.load_state_dict(state["spike_rate_sums"])
             self.cost.load_input_rates_state_dict(state["input_rate_sums"])
         self.last_epoch_record = dict(state.get("last_epoch") or self._last_epoch_in_log())
+        dispatch.preload(state.get("dispatch", {}))  # the kernels the run chose so far, chosen again
         set_rng_state(state["rng"])
 
     def _last_epoch_in_log(self) -> dict[str, Any]:

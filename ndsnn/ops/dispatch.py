@@ -1,0 +1,227 @@
+"""The choice between a layer's sparse kernels and the dense op, measured on this machine for this layer.
+
+The first time a layer configuration is seen (device, dtype, shapes, stride / padding / dilation / groups,
+which gradients are needed, spike or real-valued input, and the mask's density rounded to a quarter octave),
+its forward + backward is timed both ways on synthetic data of the same shapes and kind, with the real mask,
+and the faster wins (the sparse kernels only when at least MARGIN times faster: timing noise must not
+send a layer to a kernel that is merely level). Decisions are kept for the process and on disk, one file per
+machine and kernel build (under the kernel cache, written atomically, ignored with a warning when corrupt),
+so later runs on the same machine time nothing, in the spirit of cudnn.benchmark.
+
+Density only moves the sparse kernels' time, in one direction: where they won at some density they win at
+every lower one, and where dense won they lose at every higher one; a new density bucket (a mask that
+changes, as NDSNN's does) is decided from the neighbours without timing whenever they settle it.
+
+NDSNN_DISPATCH=table (or `ndsnn train --deterministic`) decides from the crossover table shipped with the
+package instead (ndsnn.ops.crossover): no timing, the same choice on every run and machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import _extension, settings
+
+MARGIN = 1.1  # the sparse kernels run only where at least this much faster than dense
+FORMAT = 1
+_decisions: dict[str, bool] = {}
+_loaded_from: Path | None = None
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """What the decision depends on, for one call of a layer."""
+
+    op: str  # "conv2d" or "linear"
+    device: str
+    dtype: str
+    x_shape: tuple[int, ...]
+    weight_shape: tuple[int, ...]
+    geometry: tuple  # stride, padding, dilation, groups (conv); () for linear
+    grads: tuple[bool, bool]  # input gradient, weight gradient needed
+    spikes: bool
+    bucket: int  # the density, in quarter octaves below 1
+
+    def key(self) -> str:
+        return json.dumps([self.op, self.device, self.dtype, self.x_shape, self.weight_shape, self.geometry,
+                           self.grads, self.spikes, self.bucket])  # fmt: skip
+
+    def neighbour(self, bucket: int) -> str:
+        return LayerCall(self.op, self.device, self.dtype, self.x_shape, self.weight_shape, self.geometry, self.grads,
+                         self.spikes, bucket).key()  # fmt: skip
+
+
+def density_bucket(density: float) -> int:
+    """Quarter octaves below density 1 (0 for a full mask); a mask with no kept weight is bucket 10**6."""
+    return 10**6 if density <= 0 else int(math.floor(-math.log2(density) * 4))
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"{device.type}:{torch.get_num_threads()}threads"
+
+
+_forced_policy: str | None = None
+
+
+def force_policy(value: str | None) -> None:
+    """Decide by `value` ("measure" or "table") whatever NDSNN_DISPATCH says; None: as NDSNN_DISPATCH says."""
+    global _forced_policy
+    if value not in (None, "measure", "table"):
+        raise ValueError(f"policy must be measure, table or None; got {value!r}")
+    _forced_policy = value
+
+
+def policy() -> str:
+    if _forced_policy is not None:
+        return _forced_policy
+    value = os.environ.get("NDSNN_DISPATCH", "measure").strip().lower() or "measure"
+    if value not in ("measure", "table"):
+        raise settings.SettingsError(f"NDSNN_DISPATCH must be measure or table; got {value!r}")
+    return value
+
+
+def cache_file() -> Path:
+    """The decisions of this machine and kernel build."""
+    identity = json.dumps([platform.processor() or platform.machine(), os.cpu_count(), torch.__version__,
+                           _extension.load().path, _library_stamp()])  # fmt: skip
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return settings.cache_root() / "dispatch" / f"{digest}.json"
+
+
+def _library_stamp() -> str:
+    path = _extension.load().path
+    try:
+        stat = os.stat(path) if path else None
+    except OSError:
+        stat = None
+    return f"{stat.st_size}-{int(stat.st_mtime)}" if stat else "-"
+
+
+def _load_disk() -> None:
+    global _loaded_from
+    path = cache_file()
+    if _loaded_from == path:
+        return
+    _loaded_from = path
+    try:
+        payload = json.loads(path.read_text())
+        if payload.get("format") != FORMAT or not isinstance(payload.get("decisions"), dict):
+            raise ValueError("unknown format")
+        for key, value in payload["decisions"].items():
+            _decisions.setdefault(key, bool(value))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, TypeError) as error:
+        warnings.warn(f"ndsnn: ignoring the dispatch cache {path} ({error}); decisions are measured again",
+                      RuntimeWarning, stacklevel=3)  # fmt: skip
+
+
+def _save_disk() -> None:
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump({"format": FORMAT, "decisions": dict(sorted(_decisions.items()))}, handle)
+        os.replace(temporary, path)
+    except OSError:  # a read-only cache: decisions stay in the process
+        return
+
+
+def snapshot() -> dict[str, bool]:
+    """Every decision made or loaded so far (a checkpoint keeps them: a resumed run takes the same kernels)."""
+    return dict(_decisions)
+
+
+def preload(decisions: dict[str, bool]) -> None:
+    """Decisions to use as they are (from a checkpoint), before any measuring."""
+    _decisions.update({str(k): bool(v) for k, v in decisions.items()})
+
+
+def clear() -> None:
+    """Forget every decision of this process (the disk cache is read again on the next one)."""
+    global _loaded_from
+    _decisions.clear()
+    _loaded_from = None
+
+
+def inferred(call: LayerCall) -> bool | None:
+    """A decision implied by those at other densities of the same layer (or None)."""
+    known = [(int(json.loads(key)[-1]), value) for key, value in _decisions.items()
+             if key.startswith(call.key()[: call.key().rindex(",")])]  # fmt: skip
+    if any(value and bucket <= call.bucket for bucket, value in known):  # sparse won at a higher density
+        return True
+    if any(not value and bucket >= call.bucket for bucket, value in known):  # dense won at a lower density
+        return False
+    return None
+
+
+Timers = tuple[Callable[[], None], Callable[[], None]]
+
+
+def decide(call: LayerCall, timers: Callable[[], Timers], prior: Callable[[], bool], device: torch.device) -> bool:
+    """Whether the sparse kernels serve this call: from the process's decisions, the disk cache, the
+    neighbouring densities, or (first sight) timings of both (`timers` makes the (sparse, dense) steps, only
+    then); `prior` where measuring is off."""
+    key = call.key()
+    if key in _decisions:
+        return _decisions[key]
+    if policy() == "table" or torch.compiler.is_compiling():
+        return prior()
+    _load_disk()
+    if key in _decisions:
+        return _decisions[key]
+    choice = inferred(call)
+    if choice is None:
+        sparse_s, dense_s = _time_both(*timers(), device)
+        choice = sparse_s * MARGIN <= dense_s
+    _decisions[key] = choice
+    _save_disk()
+    return choice
+
+
+def _time_both(time_sparse: Callable[[], None], time_dense: Callable[[], None], device: torch.device,
+               budget_s: float = 0.05) -> tuple[float, float]:  # fmt: skip
+    """Median seconds of each, in turns after one warm-up each: at least 3 rounds, more while under budget."""
+
+    def once(fn: Callable[[], None]) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    with torch.no_grad():
+        once(time_sparse), once(time_dense)
+        samples: tuple[list[float], list[float]] = ([], [])
+        started = time.perf_counter()
+        while len(samples[0]) < 3 or (time.perf_counter() - started < budget_s and len(samples[0]) < 9):
+            samples[0].append(once(time_sparse))
+            samples[1].append(once(time_dense))
+    return statistics.median(samples[0]), statistics.median(samples[1])
+
+
+def synthetic_input(x: torch.Tensor, spikes: bool) -> torch.Tensor:
+    """Data of x's shape and kind for timing: spikes at x's firing rate (at least 5%), or normal values."""
+    generator = torch.Generator(device=x.device).manual_seed(0)
+    if spikes:
+        rate = max(0.05, float(torch.count_nonzero(x)) / max(1, x.numel()))
+        return (torch.rand(x.shape, generator=generator, device=x.device) < rate).to(x.dtype)
+    return torch.randn(x.shape, generator=generator, device=x.device).to(x.dtype)

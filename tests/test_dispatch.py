@@ -1,0 +1,171 @@
+"""The measured choice between sparse kernels and the dense op: what a decision depends on, when it is timed
+(once per layer configuration and density bucket, or never where its neighbours settle it), the disk cache
+(atomic, per machine, a corrupt file ignored), the table policy, checkpointed decisions, and torch.compile."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ndsnn
+from ndsnn.ops import dispatch
+
+
+@pytest.fixture
+def measured(monkeypatch, tmp_path):
+    """The measured policy with a private disk cache and fake timings: returns the list of timed calls."""
+    monkeypatch.setenv("NDSNN_DISPATCH", "measure")
+    monkeypatch.setenv("NDSNN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(dispatch, "_forced_policy", None)
+    dispatch.clear()
+    timed = []
+    yield timed
+    dispatch.clear()
+
+
+def _call(bucket: int = 8, **changes) -> dispatch.LayerCall:
+    fields = dict(op="conv2d", device="cpu:2threads", dtype="torch.float32", x_shape=(8, 16, 8, 8),
+                  weight_shape=(16, 16, 3, 3), geometry=((1, 1), (1, 1), (1, 1), 1), grads=(True, True),
+                  spikes=True, bucket=bucket)  # fmt: skip
+    fields.update(changes)
+    return dispatch.LayerCall(**fields)
+
+
+def _timers(timed: list, sparse_s: float, dense_s: float):
+    def timers():
+        timed.append((sparse_s, dense_s))
+        return (lambda: None), (lambda: None)
+
+    return timers
+
+
+def _decide(call, timed, sparse_s, dense_s, monkeypatch) -> bool:
+    monkeypatch.setattr(dispatch, "_time_both", lambda sparse, dense, device: (sparse_s, dense_s))
+    return dispatch.decide(
+        call, _timers(timed, sparse_s, dense_s), lambda: pytest.fail("no prior"), torch.device("cpu")
+    )
+
+
+def test_a_decision_is_timed_once_and_needs_a_clear_margin(measured, monkeypatch):
+    assert _decide(_call(), measured, 1.0, 2.0, monkeypatch) is True
+    assert _decide(_call(), measured, 9.0, 1.0, monkeypatch) is True  # cached: not timed again
+    assert len(measured) == 1
+    assert _decide(_call(dtype="torch.bfloat16"), measured, 1.0, 1.05, monkeypatch) is False  # within the margin
+    assert len(measured) == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [dict(dtype="torch.float64"), dict(device="cuda:NVIDIA H200"), dict(x_shape=(16, 16, 8, 8)), dict(spikes=False),
+     dict(grads=(False, True)), dict(geometry=((2, 2), (1, 1), (1, 1), 1)), dict(op="linear"), dict(bucket=9)],
+)  # fmt: skip
+def test_every_part_of_a_call_is_in_its_key(change):
+    assert _call().key() != _call(**change).key()
+
+
+def test_neighbouring_densities_settle_a_new_bucket_without_timing(measured, monkeypatch):
+    assert _decide(_call(bucket=8), measured, 1.0, 2.0, monkeypatch) is True  # sparse wins at density 2^-2
+    assert _decide(_call(bucket=20), measured, 9.0, 1.0, monkeypatch) is True  # sparser: still sparse, not timed
+    assert len(measured) == 1
+    assert _decide(_call(bucket=4), measured, 2.0, 1.0, monkeypatch) is False  # denser: timed, dense wins
+    assert _decide(_call(bucket=2), measured, 0.1, 1.0, monkeypatch) is False  # denser still: dense, not timed
+    assert len(measured) == 2
+    assert _decide(_call(bucket=6), measured, 1.0, 2.0, monkeypatch) is True  # between: timed
+    assert len(measured) == 3
+
+
+def test_the_disk_cache_is_shared_by_processes_and_a_corrupt_one_is_ignored(measured, monkeypatch):
+    assert _decide(_call(), measured, 1.0, 2.0, monkeypatch) is True
+    path = dispatch.cache_file()
+    payload = json.loads(path.read_text())
+    assert payload["format"] == 1 and payload["decisions"] == {_call().key(): True}
+    assert not list(path.parent.glob(".*.tmp"))  # written by rename
+    dispatch.clear()  # a new process
+    assert _decide(_call(), measured, 9.0, 1.0, monkeypatch) is True and len(measured) == 1
+    path.write_text("{not json")
+    dispatch.clear()
+    with pytest.warns(RuntimeWarning, match="ignoring the dispatch cache"):
+        assert _decide(_call(), measured, 9.0, 1.0, monkeypatch) is False
+    assert json.loads(path.read_text())["decisions"] == {_call().key(): False}  # rewritten
+
+
+def test_the_table_policy_never_times(monkeypatch):
+    monkeypatch.setenv("NDSNN_DISPATCH", "table")
+    dispatch.clear()
+    timers = _timers([], 1.0, 2.0)
+    assert dispatch.decide(_call(), timers, lambda: False, torch.device("cpu")) is False
+    assert dispatch.decide(_call(), timers, lambda: True, torch.device("cpu")) is True
+    monkeypatch.setenv("NDSNN_DISPATCH", "fast")
+    with pytest.raises(ValueError, match="NDSNN_DISPATCH must be measure or table"):
+        dispatch.policy()
+
+
+def test_snapshot_and_preload(measured, monkeypatch):
+    _decide(_call(), measured, 1.0, 2.0, monkeypatch)
+    saved = dispatch.snapshot()
+    dispatch.clear()
+    dispatch.preload(saved)
+    assert _decide(_call(), measured, 9.0, 1.0, monkeypatch) is True and len(measured) == 1
+
+
+def test_real_timings_pick_a_path_that_computes_the_layer(measured):
+    """No fakes: the op times both paths on this machine, then computes F.linear / F.conv2d on weight * mask."""
+    torch.manual_seed(0)
+    x = (torch.rand(64, 300) < 0.2).float().requires_grad_()
+    weight = torch.randn(40, 300, requires_grad=True)
+    mask = torch.rand(weight.shape) < 0.05
+    out = ndsnn.ops.sparse_linear(x, weight, mask, spike_input=True)
+    torch.testing.assert_close(out, F.linear(x, weight * mask), rtol=1e-5, atol=1e-5)
+    decisions = dispatch.snapshot()
+    assert len(decisions) == 1 and json.loads(next(iter(decisions)))[0] == "linear"
+    conv_x = torch.randn(4, 8, 9, 9, requires_grad=True)
+    conv_w = torch.randn(8, 8, 3, 3, requires_grad=True)
+    conv_mask = torch.rand(conv_w.shape) < 0.1
+    out = ndsnn.ops.sparse_conv2d(conv_x, conv_w, conv_mask, padding=1, spike_input=False)
+    torch.testing.assert_close(out, F.conv2d(conv_x, conv_w * conv_mask, padding=1), rtol=1e-5, atol=1e-5)
+    assert len(dispatch.snapshot()) == 2
+
+
+def test_a_mask_change_to_another_density_bucket_is_a_new_decision(measured, monkeypatch):
+    calls = []
+    monkeypatch.setattr(dispatch, "decide", lambda call, *args: calls.append(call) or False)
+    weight = torch.randn(16, 64)
+    mask = torch.rand(weight.shape) < 0.5
+    x = torch.randn(8, 64)
+    ndsnn.ops.sparse_linear(x, weight, mask, spike_input=False)
+    mask[:, :8] = ~mask[:, :8]  # about the same density: the same bucket
+    ndsnn.ops.sparse_linear(x, weight, mask, spike_input=False)
+    mask.copy_(torch.rand(weight.shape) < 0.05)
+    ndsnn.ops.sparse_linear(x, weight, mask, spike_input=False)
+    assert calls[0].key() == calls[1].key() != calls[2].key()
+    assert calls[2].bucket > calls[0].bucket
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    """A model of sparse layers and LIF neurons compiles whole (each sparse call one opaque op) and gives the
+    eager model's outputs and gradients."""
+    torch.manual_seed(0)
+
+    def build():
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(
+            ndsnn.nn.SparseSpikingConv2d(2, 6, 3, padding=1), ndsnn.nn.LIF(), torch.nn.Flatten(2),
+            ndsnn.nn.SparseLinear(6 * 5 * 5, 4),
+        )  # fmt: skip
+        for layer in (model[0], model[3]):
+            layer.set_mask(torch.rand(layer.weight.shape, generator=torch.Generator().manual_seed(2)) < 0.3)
+        return model
+
+    eager, compiled_model = build(), build()
+    compiled = torch.compile(compiled_model, backend="aot_eager", fullgraph=True)
+    x = torch.randn(3, 2, 2, 5, 5)  # [T, N, C, H, W]
+    out_e, out_c = eager(x), compiled(x)
+    torch.testing.assert_close(out_c, out_e)
+    out_e.square().sum().backward()
+    out_c.square().sum().backward()
+    for a, b in zip(eager.parameters(), compiled_model.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad)
+    assert torch.count_nonzero(compiled_model[3].weight.grad[~compiled_model[3].weight_mask]) == 0
