@@ -85,6 +85,7 @@ def step(layer: Layer, implementation: str, spikes: bool, sparsity: float, devic
     x = x.to(device)
 
     def run(x_leaf: torch.Tensor) -> torch.Tensor:
+        weight.grad = None
         if layer.kind == "conv":
             return ndsnn.ops.sparse_conv2d(x_leaf, weight, mask, None, layer.stride, layer.padding,
                                            implementation=implementation, spike_input=spikes)  # fmt: skip
@@ -118,16 +119,19 @@ def main(argv: list[str] | None = None) -> int:
         for spikes in (True, False):
             for sparsity in args.sparsities:
                 fns = {name: step(layer, name, spikes, sparsity, device) for name in ("auto", "dense")}
+                before = ndsnn.ops.dispatch.snapshot()
                 medians = interleaved_medians(fns, device, args.min_run_time)  # the warm-up decides auto's path
                 decisions = ndsnn.ops.dispatch.snapshot()
+                new = [value for key, value in decisions.items() if key not in before]
+                chose = "sparse" if any(new) else "dense"
                 ratio = medians["dense"] / medians["auto"]
                 row = {"layer": layer.name, "kind": layer.kind, "batch": layer.batch, "input": "spikes" if spikes
                        else "real", "sparsity": sparsity, "auto_ms": medians["auto"] * 1e3,
                        "dense_ms": medians["dense"] * 1e3, "auto_speed_vs_dense": ratio,
-                       "decisions_so_far": len(decisions)}  # fmt: skip
+                       "auto_chose": chose, "decisions_so_far": len(decisions)}  # fmt: skip
                 rows.append(row)
                 print(f"{layer.name:34s} {row['input']:6s} sparsity {sparsity:5.3f}: dense {row['dense_ms']:8.2f} ms"
-                      f" auto {row['auto_ms']:8.2f} ms  ({ratio:5.2f}x)", flush=True)  # fmt: skip
+                      f" auto {row['auto_ms']:8.2f} ms  ({ratio:5.2f}x, {chose})", flush=True)  # fmt: skip
     ratios = [r["auto_speed_vs_dense"] for r in rows]
     below = [r for r in rows if r["auto_speed_vs_dense"] < 0.95]
     summary = {"rows": len(rows), "lowest": min(ratios), "median": statistics.median(ratios), "below_0.95": len(below),

@@ -138,13 +138,16 @@ class SavedTensorBytes:
 
 
 def fwd_bwd_step(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], None]:
-    """One forward + backward of fn on a leaf copy of x, ones as the upstream gradient."""
+    """One forward + backward of fn on a leaf copy of x, ones (of the output's shape) as the upstream gradient."""
     x = x.detach().requires_grad_()
-    grad = torch.ones_like(x)
+    grads: list[torch.Tensor] = []
 
     def step() -> None:
         x.grad = None
-        fn(x).backward(grad)
+        out = fn(x)
+        if not grads or grads[0].shape != out.shape:
+            grads[:] = [torch.ones_like(out)]
+        out.backward(grads[0])
 
     return step
 

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from kernel_checks import _Recorder
 
 import ndsnn
 from ndsnn.ops import dispatch
@@ -169,3 +170,54 @@ def test_torch_compile_fullgraph_matches_eager():
     for a, b in zip(eager.parameters(), compiled_model.parameters(), strict=True):
         torch.testing.assert_close(b.grad, a.grad)
     assert torch.count_nonzero(compiled_model[3].weight.grad[~compiled_model[3].weight_mask]) == 0
+
+
+def test_timed_steps_are_the_real_forward_and_backward_of_each_path(measured, monkeypatch):
+    """With autograd available a first sight times the layer as training runs it: the op through autograd by
+    the sparse kernels and by the dense op, with the gradients the call needs."""
+    torch.manual_seed(0)
+    ops_run: dict[str, list[str]] = {}
+
+    def recording_time_both(sparse, dense, device):
+        ops_run["sparse"], ops_run["dense"] = _names_run(sparse), _names_run(dense)
+        return 1.0, 2.0
+
+    monkeypatch.setattr(dispatch, "_time_both", recording_time_both)
+    through_autograd = []
+    real_steps = dispatch.autograd_steps
+    monkeypatch.setattr(dispatch, "autograd_steps", lambda *a: through_autograd.append(1) or real_steps(*a))
+    x = torch.randn(6, 4, 7, 7, requires_grad=True)
+    weight = torch.randn(5, 4, 3, 3, requires_grad=True)
+    mask = torch.rand(weight.shape) < 0.2
+    out = ndsnn.ops.sparse_conv2d(x, weight, mask, padding=1, spike_input=False)
+    torch.testing.assert_close(out, F.conv2d(x, weight * mask, padding=1), rtol=1e-5, atol=1e-5)
+    assert "ndsnn::sparse_conv2d_forward" in ops_run["sparse"]
+    assert "ndsnn::sparse_conv2d_grad_input" in ops_run["sparse"]  # backward ran, through autograd
+    assert "ndsnn::sparse_conv2d_grad_weight" in ops_run["sparse"]
+    assert "aten::convolution" in ops_run["dense"] and "aten::convolution_backward" in ops_run["dense"]
+    assert not any(op.startswith("ndsnn::") for op in ops_run["dense"])
+    assert through_autograd == [1]
+
+
+def test_without_autograd_the_timed_steps_are_the_explicit_products(measured, monkeypatch):
+    """Inside a compiled op's body autograd is off below the op: the steps call the gradient ops directly."""
+    monkeypatch.setattr(dispatch, "autograd_usable", lambda: False)
+    ops_run: dict[str, list[str]] = {}
+
+    def recording_time_both(sparse, dense, device):
+        ops_run["sparse"] = _names_run(sparse)
+        return 1.0, 2.0
+
+    monkeypatch.setattr(dispatch, "_time_both", recording_time_both)
+    x = torch.randn(6, 4, 7, 7, requires_grad=True)
+    weight = torch.randn(5, 4, 3, 3, requires_grad=True)
+    ndsnn.ops.sparse_conv2d(x, weight, torch.rand(weight.shape) < 0.2, padding=1, spike_input=False)
+    assert {"ndsnn::sparse_conv2d_forward", "ndsnn::sparse_conv2d_grad_input",
+            "ndsnn::sparse_conv2d_grad_weight"} <= set(ops_run["sparse"])  # fmt: skip
+
+
+def _names_run(step) -> list[str]:
+    """Every op (ndsnn:: and aten::) that ran in step()."""
+    with _Recorder() as recorder:
+        step()
+    return sorted(recorder.names)

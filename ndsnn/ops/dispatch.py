@@ -197,7 +197,7 @@ def decide(call: LayerCall, timers: Callable[[], Timers], prior: Callable[[], bo
 
 def _time_both(time_sparse: Callable[[], None], time_dense: Callable[[], None], device: torch.device,
                budget_s: float = 0.05) -> tuple[float, float]:  # fmt: skip
-    """Median seconds of each, in turns after one warm-up each: at least 3 rounds, more while under budget."""
+    """Median seconds of each, in turns after one warm-up each: at least 3 rounds, up to 15 while under budget."""
 
     def once(fn: Callable[[], None]) -> float:
         if device.type == "cuda":
@@ -208,14 +208,39 @@ def _time_both(time_sparse: Callable[[], None], time_dense: Callable[[], None], 
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    with torch.no_grad():
-        once(time_sparse), once(time_dense)
-        samples: tuple[list[float], list[float]] = ([], [])
-        started = time.perf_counter()
-        while len(samples[0]) < 3 or (time.perf_counter() - started < budget_s and len(samples[0]) < 9):
-            samples[0].append(once(time_sparse))
-            samples[1].append(once(time_dense))
+    once(time_sparse), once(time_dense)
+    samples: tuple[list[float], list[float]] = ([], [])
+    started = time.perf_counter()
+    while len(samples[0]) < 3 or (time.perf_counter() - started < budget_s and len(samples[0]) < 15):
+        samples[0].append(once(time_sparse))
+        samples[1].append(once(time_dense))
     return statistics.median(samples[0]), statistics.median(samples[1])
+
+
+def autograd_usable() -> bool:
+    """Whether a timed step may run forward + backward through autograd here (not inside a compiled op's
+    body, where autograd is switched off below the op)."""
+    return torch.is_grad_enabled() and not torch._C._dispatch_tls_is_dispatch_key_excluded(
+        torch._C.DispatchKey.AutogradCPU
+    )
+
+
+def autograd_steps(run: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor], x_syn: torch.Tensor,
+                   weight: torch.Tensor, grads: tuple[bool, bool]) -> Timers:  # fmt: skip
+    """(sparse, dense) steps that are the layer's real forward + backward through autograd, as training runs
+    them (its Python and autograd costs included, which decide small layers): run(x, weight, implementation)."""
+    x_leaf = x_syn.detach().requires_grad_(grads[0])
+    w_leaf = weight.detach().requires_grad_(grads[1])
+    upstream: list[torch.Tensor] = []
+
+    def step(implementation: str) -> None:
+        x_leaf.grad = w_leaf.grad = None
+        out = run(x_leaf, w_leaf, implementation)
+        if not upstream:
+            upstream.append(torch.ones_like(out))
+        out.backward(upstream[0])
+
+    return (lambda: step("sparse")), (lambda: step("dense"))
 
 
 def synthetic_input(x: torch.Tensor, spikes: bool) -> torch.Tensor:

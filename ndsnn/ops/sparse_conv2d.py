@@ -151,6 +151,12 @@ def plan_sparse(
         return density <= max_sparse_density(x.device, x.shape, weight.shape, geometry[0], spikes)
 
     def timers() -> dispatch.Timers:
+        if any(grads) and dispatch.autograd_usable():
+
+            def run(x_leaf: torch.Tensor, w_leaf: torch.Tensor, path: str) -> torch.Tensor:
+                return forward(x_leaf, w_leaf, mask, None, geometry, False, path, spikes)
+
+            return dispatch.autograd_steps(run, dispatch.synthetic_input(x.detach(), spikes), weight, grads)
         return _timed_steps(x, weight, mask, index, geometry, spikes, grads)
 
     return index if dispatch.decide(call, timers, prior, x.device) else None
@@ -169,7 +175,8 @@ def _grads_needed(x: torch.Tensor, weight: torch.Tensor) -> tuple[bool, bool]:
 def _timed_steps(x, weight, mask, index: KeptIndex, geometry, spikes: bool, grads: tuple[bool, bool]
                  ) -> dispatch.Timers:  # fmt: skip
     """One forward (and the backward products the call will need) of the layer by the sparse kernels and by
-    the dense op, on synthetic data of x's shape and kind, for dispatch.decide to time."""
+    the dense op, on synthetic data of x's shape and kind, for dispatch.decide to time where autograd cannot
+    run (inside a compiled op's body)."""
     conv = [list(v) if isinstance(v, tuple) else v for v in geometry]
     stride, padding, dilation, groups = conv
     needs_x, needs_w = grads

@@ -139,6 +139,12 @@ def _plan_cpu(x2: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, implem
         return density <= max_sparse_density(x2.device, (*x2.shape, 1, 1), (*weight.shape, 1, 1), (1, 1), spikes)
 
     def timers() -> dispatch.Timers:
+        if any(grads) and dispatch.autograd_usable():
+
+            def run(x_leaf: torch.Tensor, w_leaf: torch.Tensor, path: str) -> torch.Tensor:
+                return forward(x_leaf, w_leaf, mask, None, False, path, spikes)
+
+            return dispatch.autograd_steps(run, dispatch.synthetic_input(x2.detach(), spikes), weight, grads)
         return _timed_steps(x2, weight, mask, index, spikes, grads)
 
     return (index, spikes) if dispatch.decide(call, timers, prior, x2.device) else None
