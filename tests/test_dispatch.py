@@ -221,3 +221,35 @@ def _names_run(step) -> list[str]:
     with _Recorder() as recorder:
         step()
     return sorted(recorder.names)
+
+
+def test_above_half_density_the_dense_op_serves_untimed(measured, monkeypatch):
+    monkeypatch.setattr(dispatch, "_time_both", lambda *a: pytest.fail("timed a layer above half density"))
+    for bucket in range(dispatch.density_bucket(dispatch.MAX_SPARSE_DENSITY)):
+        assert dispatch.decide(_call(bucket=bucket), _timers(measured, 1.0, 9.0), lambda: True,
+                               torch.device("cpu")) is False  # fmt: skip
+    assert not measured and not dispatch.snapshot()
+
+
+def test_a_mask_changed_behind_its_version_counter_is_decided_again_on_its_true_count(measured, monkeypatch):
+    """The dispatch reads a kept count cached by the mask's version; where the sparse kernels are chosen the
+    checked index reveals a change made through an alias, and the call is decided again with the true count."""
+    from ndsnn.ops.kept_index import kept_count
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 6, 6, requires_grad=True)
+    weight = torch.randn(8, 8, 3, 3, requires_grad=True)
+    mask = torch.rand(weight.shape) < 0.05
+    decided = []
+    monkeypatch.setattr(dispatch, "_time_both", lambda *a: (decided.append(1), (1.0, 2.0))[1])  # sparse wins
+    ndsnn.ops.sparse_conv2d(x, weight, mask, padding=1, spike_input=False)
+    assert kept_count(mask) == int(mask.sum()) and len(decided) == 1
+    old_bucket = dispatch.density_bucket(int(mask.sum()) / mask.numel())
+    mask.numpy()[...] = torch.rand(weight.shape).numpy() < 0.3  # the version counter does not move
+    assert kept_count(mask) != int(mask.sum())  # stale: it only steers the choice
+    out = ndsnn.ops.sparse_conv2d(x, weight, mask, padding=1, spike_input=False)
+    torch.testing.assert_close(out, F.conv2d(x, weight * mask, padding=1), rtol=1e-5, atol=1e-5)
+    assert kept_count(mask) == int(mask.sum())  # the checked index set it right
+    new_bucket = dispatch.density_bucket(int(mask.sum()) / mask.numel())
+    assert new_bucket != old_bucket and len(decided) == 2  # the true density was timed too
+    assert {json.loads(key)[-1] for key in dispatch.snapshot()} == {old_bucket, new_bucket}

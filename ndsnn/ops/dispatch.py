@@ -8,6 +8,7 @@ send a layer to a kernel that is merely level). Decisions are kept for the proce
 machine and kernel build (under the kernel cache, written atomically, ignored with a warning when corrupt),
 so later runs on the same machine time nothing, in the spirit of cudnn.benchmark.
 
+Above half density nothing is timed: the dense op serves (no measured layer's crossover is above 20%).
 Density only moves the sparse kernels' time, in one direction: where they won at some density they win at
 every lower one, and where dense won they lose at every higher one; a new density bucket (a mask that
 changes, as NDSNN's does) is decided from the neighbours without timing whenever they settle it.
@@ -23,7 +24,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import tempfile
 import time
 import warnings
@@ -36,8 +36,12 @@ import torch
 from .. import _extension, settings
 
 MARGIN = 1.1  # the sparse kernels run only where at least this much faster than dense
+# Above this density the sparse kernels are not timed: dense wins (no layer of the crossover tables, on any
+# device, has its crossover above 20%), and a first-sight timing on a noisy machine must not say otherwise.
+MAX_SPARSE_DENSITY = 0.5
 FORMAT = 1
 _decisions: dict[str, bool] = {}
+_memo: dict[LayerCall, bool] = {}  # the same decisions by call, without building the key string
 _loaded_from: Path | None = None
 
 
@@ -67,6 +71,9 @@ class LayerCall:
 def density_bucket(density: float) -> int:
     """Quarter octaves below density 1 (0 for a full mask); a mask with no kept weight is bucket 10**6."""
     return 10**6 if density <= 0 else int(math.floor(-math.log2(density) * 4))
+
+
+_MAX_SPARSE_BUCKET = density_bucket(MAX_SPARSE_DENSITY)  # buckets below this are denser: dense, untimed
 
 
 def device_name(device: torch.device) -> str:
@@ -151,12 +158,14 @@ def snapshot() -> dict[str, bool]:
 def preload(decisions: dict[str, bool]) -> None:
     """Decisions to use as they are (from a checkpoint), before any measuring."""
     _decisions.update({str(k): bool(v) for k, v in decisions.items()})
+    _memo.clear()
 
 
 def clear() -> None:
     """Forget every decision of this process (the disk cache is read again on the next one)."""
     global _loaded_from
     _decisions.clear()
+    _memo.clear()
     _loaded_from = None
 
 
@@ -175,11 +184,17 @@ Timers = tuple[Callable[[], None], Callable[[], None]]
 
 
 def decide(call: LayerCall, timers: Callable[[], Timers], prior: Callable[[], bool], device: torch.device) -> bool:
-    """Whether the sparse kernels serve this call: from the process's decisions, the disk cache, the
-    neighbouring densities, or (first sight) timings of both (`timers` makes the (sparse, dense) steps, only
-    then); `prior` where measuring is off."""
+    """Whether the sparse kernels serve this call: dense above MAX_SPARSE_DENSITY, else from the process's
+    decisions, the disk cache, the neighbouring densities, or (first sight) timings of both (`timers` makes
+    the (sparse, dense) steps, only then); `prior` where measuring is off."""
+    if call.bucket < _MAX_SPARSE_BUCKET:
+        return False
+    memo = _memo.get(call)
+    if memo is not None:
+        return memo
     key = call.key()
     if key in _decisions:
+        _memo[call] = _decisions[key]
         return _decisions[key]
     if policy() == "table" or torch.compiler.is_compiling():
         return prior()
@@ -190,14 +205,15 @@ def decide(call: LayerCall, timers: Callable[[], Timers], prior: Callable[[], bo
     if choice is None:
         sparse_s, dense_s = _time_both(*timers(), device)
         choice = sparse_s * MARGIN <= dense_s
-    _decisions[key] = choice
+    _decisions[key] = _memo[call] = choice
     _save_disk()
     return choice
 
 
 def _time_both(time_sparse: Callable[[], None], time_dense: Callable[[], None], device: torch.device,
-               budget_s: float = 0.05) -> tuple[float, float]:  # fmt: skip
-    """Median seconds of each, in turns after one warm-up each: at least 3 rounds, up to 15 while under budget."""
+               budget_s: float = 0.1) -> tuple[float, float]:  # fmt: skip
+    """The fastest of each one's runs, in turns after two warm-ups each: at least 5 rounds, up to 25 while under
+    budget. The minimum, not the median: on a shared machine noise only ever adds time."""
 
     def once(fn: Callable[[], None]) -> float:
         if device.type == "cuda":
@@ -208,13 +224,14 @@ def _time_both(time_sparse: Callable[[], None], time_dense: Callable[[], None], 
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    once(time_sparse), once(time_dense)
+    for _ in range(2):
+        once(time_sparse), once(time_dense)
     samples: tuple[list[float], list[float]] = ([], [])
     started = time.perf_counter()
-    while len(samples[0]) < 3 or (time.perf_counter() - started < budget_s and len(samples[0]) < 15):
+    while len(samples[0]) < 5 or (time.perf_counter() - started < budget_s and len(samples[0]) < 25):
         samples[0].append(once(time_sparse))
         samples[1].append(once(time_dense))
-    return statistics.median(samples[0]), statistics.median(samples[1])
+    return min(samples[0]), min(samples[1])
 
 
 def autograd_usable() -> bool:

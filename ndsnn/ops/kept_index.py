@@ -77,7 +77,25 @@ def kept_index(mask: torch.Tensor, groups: int) -> KeptIndex:
         return cached.index
     index = build_kept_index(mask, groups)
     setattr(mask, _CACHE_ATTRIBUTE, _Cached(key, mask.detach().reshape(-1).clone(), index))
+    setattr(mask, _COUNT_ATTRIBUTE, ((mask.data_ptr(), mask._version, tuple(mask.shape)), index.kept))
     return index
+
+
+_COUNT_ATTRIBUTE = "_ndsnn_kept_count"
+
+
+def kept_count(mask: torch.Tensor) -> int:
+    """The number of kept weights, cached on the mask by its version counter: what the dispatcher's density
+    bucket needs on every call, for a tuple comparison instead of a pass over the mask. A change the counter
+    cannot see may leave it stale; it only steers a choice of path, and the kernels read the index, which
+    kept_index checks against the mask's values (the dispatcher decides again when the two disagree)."""
+    key = (mask.data_ptr(), mask._version, tuple(mask.shape))
+    cached = getattr(mask, _COUNT_ATTRIBUTE, None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    count = int(torch.count_nonzero(mask))
+    setattr(mask, _COUNT_ATTRIBUTE, (key, count))
+    return count
 
 
 def cached_index(mask: torch.Tensor) -> KeptIndex | None:

@@ -18,7 +18,7 @@ from .. import _extension
 from . import dispatch
 from .compiled import compiled_call
 from .crossover import max_sparse_density
-from .kept_index import KeptIndex, kept_index
+from .kept_index import KeptIndex, kept_count, kept_index
 from .masked_args import check_mask_bias_devices, check_tensors
 from .sparse_conv2d_tiled import use_tiled
 
@@ -137,29 +137,47 @@ def plan_sparse(
     (input, weight) gradients the call will need, where x and weight do not say it (inside an opaque op)."""
     if not kernels_may_run("sparse_conv2d_forward", x.device, implementation):
         return None
-    index = kept_index(mask if index_mask is None else index_mask, geometry[3])
+    cached_on = mask if index_mask is None else index_mask
     if implementation == "sparse":
-        return index
-    density = index.kept / max(1, mask.numel())
+        return kept_index(cached_on, geometry[3])
     spikes = spike_input if spike_input is not None else looks_like_spikes(x)
     grads = grads if grads is not None else _grads_needed(x, weight)
-    call = dispatch.LayerCall("conv2d", dispatch.device_name(x.device), str(x.dtype), tuple(x.shape),
-                              tuple(weight.shape), _plain(geometry), grads, spikes,
-                              dispatch.density_bucket(density))  # fmt: skip
 
-    def prior() -> bool:
-        return density <= max_sparse_density(x.device, x.shape, weight.shape, geometry[0], spikes)
+    def sparse_wins(kept: int) -> bool:
+        density = kept / max(1, mask.numel())
+        call = dispatch.LayerCall("conv2d", dispatch.device_name(x.device), str(x.dtype), tuple(x.shape),
+                                  tuple(weight.shape), _plain(geometry), tuple(grads), spikes,
+                                  dispatch.density_bucket(density))  # fmt: skip
 
-    def timers() -> dispatch.Timers:
-        if any(grads) and dispatch.autograd_usable():
+        def prior() -> bool:
+            return density <= max_sparse_density(x.device, x.shape, weight.shape, geometry[0], spikes)
 
-            def run(x_leaf: torch.Tensor, w_leaf: torch.Tensor, path: str) -> torch.Tensor:
-                return forward(x_leaf, w_leaf, mask, None, geometry, False, path, spikes)
+        def timers() -> dispatch.Timers:
+            if any(grads) and dispatch.autograd_usable():
 
-            return dispatch.autograd_steps(run, dispatch.synthetic_input(x.detach(), spikes), weight, grads)
-        return _timed_steps(x, weight, mask, index, geometry, spikes, grads)
+                def run(x_leaf: torch.Tensor, w_leaf: torch.Tensor, path: str) -> torch.Tensor:
+                    return forward(x_leaf, w_leaf, mask, None, geometry, False, path, spikes)
 
-    return index if dispatch.decide(call, timers, prior, x.device) else None
+                return dispatch.autograd_steps(run, dispatch.synthetic_input(x.detach(), spikes), weight, grads)
+            index = kept_index(cached_on, geometry[3])
+            return _timed_steps(x, weight, mask, index, geometry, spikes, grads)
+
+        return dispatch.decide(call, timers, prior, x.device)
+
+    return checked_plan(cached_on, geometry[3], sparse_wins)
+
+
+def checked_plan(mask: torch.Tensor, groups: int, sparse_wins) -> KeptIndex | None:
+    """The dispatch on the mask's cached kept count (no pass over the mask where dense serves), then the index
+    the kernels read, checked against the mask's values; decided again should the two counts disagree (a
+    change the mask's version counter did not see)."""
+    kept = kept_count(mask)
+    if not sparse_wins(kept):
+        return None
+    index = kept_index(mask, groups)
+    if index.kept != kept and not sparse_wins(index.kept):
+        return None
+    return index
 
 
 def _plain(geometry: tuple) -> tuple:

@@ -22,6 +22,7 @@ from .sparse_conv2d import (
     _grads_needed,
     _masked_weight,
     _sparse_forward,
+    checked_plan,
     kernels_may_run,
     looks_like_spikes,
     plan_sparse,
@@ -126,28 +127,32 @@ def _plan_cpu(x2: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, implem
     """(kept-weight index, spike input?) when the CPU sparse linear kernels should run, None for F.linear."""
     if not kernels_may_run("sparse_linear_forward", x2.device, implementation):
         return None
-    index = kept_index(mask, 1)
     spikes = spike_input if spike_input is not None else looks_like_spikes(x2)
     if implementation == "sparse":
-        return index, spikes
-    density = index.kept / max(1, mask.numel())
+        return kept_index(mask, 1), spikes
     grads = grads if grads is not None else _grads_needed(x2, weight)
-    call = dispatch.LayerCall("linear", dispatch.device_name(x2.device), str(x2.dtype), tuple(x2.shape),
-                              tuple(weight.shape), (), grads, spikes, dispatch.density_bucket(density))  # fmt: skip
 
-    def prior() -> bool:  # the conv table, read as a 1x1 convolution
-        return density <= max_sparse_density(x2.device, (*x2.shape, 1, 1), (*weight.shape, 1, 1), (1, 1), spikes)
+    def sparse_wins(kept: int) -> bool:
+        density = kept / max(1, mask.numel())
+        call = dispatch.LayerCall("linear", dispatch.device_name(x2.device), str(x2.dtype), tuple(x2.shape),
+                                  tuple(weight.shape), (), tuple(grads), spikes, dispatch.density_bucket(density))  # fmt: skip
 
-    def timers() -> dispatch.Timers:
-        if any(grads) and dispatch.autograd_usable():
+        def prior() -> bool:  # the conv table, read as a 1x1 convolution
+            return density <= max_sparse_density(x2.device, (*x2.shape, 1, 1), (*weight.shape, 1, 1), (1, 1), spikes)
 
-            def run(x_leaf: torch.Tensor, w_leaf: torch.Tensor, path: str) -> torch.Tensor:
-                return forward(x_leaf, w_leaf, mask, None, False, path, spikes)
+        def timers() -> dispatch.Timers:
+            if any(grads) and dispatch.autograd_usable():
 
-            return dispatch.autograd_steps(run, dispatch.synthetic_input(x2.detach(), spikes), weight, grads)
-        return _timed_steps(x2, weight, mask, index, spikes, grads)
+                def run(x_leaf: torch.Tensor, w_leaf: torch.Tensor, path: str) -> torch.Tensor:
+                    return forward(x_leaf, w_leaf, mask, None, False, path, spikes)
 
-    return (index, spikes) if dispatch.decide(call, timers, prior, x2.device) else None
+                return dispatch.autograd_steps(run, dispatch.synthetic_input(x2.detach(), spikes), weight, grads)
+            return _timed_steps(x2, weight, mask, kept_index(mask, 1), spikes, grads)
+
+        return dispatch.decide(call, timers, prior, x2.device)
+
+    index = checked_plan(mask, 1, sparse_wins)
+    return (index, spikes) if index is not None else None
 
 
 def _timed_steps(x2: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, index: KeptIndex, spikes: bool,
