@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, write_results  # noqa: E402
@@ -45,67 +44,14 @@ def ndsnn_run(name: str, work: Path) -> dict:
             "command": " ".join(command[1:]).replace(str(out), "OUT")}  # fmt: skip
 
 
-class SpikingJellyConvNet(nn.Module):
-    """ndsnn's convnet (28x28: conv 32 - BN - LIF - pool - conv 64 - BN - LIF - pool - fc 128 - LIF - fc 10) with
-    nn layers and SpikingJelly's multi-step LIFNode of the same settings (tau 4/3, threshold 1, hard reset to
-    0, detached reset, arctangent surrogate); the stem runs once and is repeated over T, as in ndsnn."""
+def spikingjelly_run(work: Path) -> dict:
+    """The same epoch and evaluation, in this process, by ndsnn.reproduce.peer: the same network with
+    SpikingJelly's LIFNode and nn layers, the same data order, normalisation, optimizer and schedule."""
+    from ndsnn.reproduce.peer import train_spikingjelly
 
-    def __init__(self, timesteps: int) -> None:
-        super().__init__()
-        from spikingjelly.activation_based import layer, neuron, surrogate
-
-        def lif():
-            return neuron.LIFNode(tau=4 / 3, v_threshold=1.0, v_reset=0.0, detach_reset=True,
-                                  surrogate_function=surrogate.ATan(), step_mode="m")  # fmt: skip
-
-        self.timesteps = timesteps
-        self.stem = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32))
-        self.lif1, self.pool1 = lif(), layer.SeqToANNContainer(nn.MaxPool2d(2))
-        self.block = layer.SeqToANNContainer(nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64))
-        self.lif2, self.pool2 = lif(), layer.SeqToANNContainer(nn.MaxPool2d(2))
-        self.fc1, self.lif3, self.fc2 = nn.Linear(64 * 7 * 7, 128), lif(), nn.Linear(128, 10)
-        self.neurons = (self.lif1, self.lif2, self.lif3)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        for node in self.neurons:
-            node.reset()
-        current = self.stem(images).unsqueeze(0).expand(self.timesteps, -1, -1, -1, -1)
-        x = self.pool1(self.lif1(current))
-        x = self.pool2(self.lif2(self.block(x)))
-        return self.fc2(self.lif3(self.fc1(x.flatten(2))))
-
-
-def spikingjelly_run() -> dict:
-    """The same epoch and evaluation, in this process, with the same data order, augmentation (none) and
-    normalisation as ndsnn's trainer."""
-    from ndsnn.data import load_dataset, normalize_batch
-    from ndsnn.models import per_step_cross_entropy
-
-    torch.manual_seed(SETTINGS["seed"])
-    train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
-    model = SpikingJellyConvNet(SETTINGS["timesteps"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=SETTINGS["lr"])
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SETTINGS["seed"] * 1_000_003))
-    started = time.perf_counter()
-    model.train()
-    for batch in order.split(SETTINGS["batch_size"]):
-        images = torch.stack([train[i][0] for i in batch.tolist()])
-        labels = torch.tensor([train[i][1] for i in batch.tolist()])
-        loss = per_step_cross_entropy(model(normalize_batch(images, train.info)), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(test), 2 * SETTINGS["batch_size"]):
-            indices = range(start, min(len(test), start + 2 * SETTINGS["batch_size"]))
-            images = torch.stack([test[i][0] for i in indices])
-            labels = torch.tensor([test[i][1] for i in indices])
-            correct += int((model(normalize_batch(images, test.info)).mean(0).argmax(-1) == labels).sum())
-    wall = time.perf_counter() - started
-    return {"run": "spikingjelly dense", "trainer_wall_s": wall, "process_wall_s": None,
-            "test_accuracy": correct / len(test), "sparsity": 0.0}  # fmt: skip
+    summary = train_spikingjelly({**SETTINGS, "method": "static", "sparsity": 0.0}, work / "spikingjelly")
+    return {"run": "spikingjelly dense", "trainer_wall_s": summary["wall_time_s"], "process_wall_s": None,
+            "test_accuracy": summary["test_accuracy"], "sparsity": 0.0}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for name in args.runs:
-            row = spikingjelly_run() if name == "spikingjelly" else ndsnn_run(name, Path(work))
+            row = spikingjelly_run(Path(work)) if name == "spikingjelly" else ndsnn_run(name, Path(work))
             rows.append(row)
             print(f"{row['run']:18s}: {row['trainer_wall_s']:7.1f} s, test accuracy {100 * row['test_accuracy']:.2f}%, "
                   f"sparsity {100 * row['sparsity']:.1f}%", flush=True)  # fmt: skip

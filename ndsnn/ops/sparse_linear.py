@@ -134,8 +134,9 @@ def _plan_cpu(x2: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, implem
 
     def sparse_wins(kept: int) -> bool:
         density = kept / max(1, mask.numel())
+        bucket = dispatch.density_bucket(density)
         call = dispatch.LayerCall("linear", dispatch.device_name(x2.device), str(x2.dtype), tuple(x2.shape),
-                                  tuple(weight.shape), (), tuple(grads), spikes, dispatch.density_bucket(density))  # fmt: skip
+                                  tuple(weight.shape), (), tuple(grads), spikes, bucket)  # fmt: skip
 
         def prior() -> bool:  # the conv table, read as a 1x1 convolution
             return density <= max_sparse_density(x2.device, (*x2.shape, 1, 1), (*weight.shape, 1, 1), (1, 1), spikes)

@@ -2,7 +2,7 @@
 fashion-mnist`), its table, claims and plots."""
 
 from .aggregate import claims, markdown, table_rows
-from .budgets import BUDGETS, METHODS, Budget
+from .budgets import BUDGETS, Budget, sweep_methods
 from .sweep import RunSpec, grid, run_sweep
 
-__all__ = ["BUDGETS", "METHODS", "Budget", "RunSpec", "claims", "grid", "markdown", "run_sweep", "table_rows"]
+__all__ = ["BUDGETS", "Budget", "RunSpec", "claims", "grid", "markdown", "run_sweep", "sweep_methods", "table_rows"]

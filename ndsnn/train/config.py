@@ -31,7 +31,7 @@ class TrainConfig:
     distribution: str = "erk"
     update_interval: int | None = None  # None: total_steps // 25, at most 100 (the methods' default)
     method_options: dict[str, Any] = field(default_factory=dict)  # other keyword arguments of the method
-    epochs: int = 20
+    epochs: int | float = 20  # per round for methods that train in rounds; a fraction of an epoch is allowed
     timesteps: int = 4
     batch_size: int = 64  # per process
     lr: float = 0.1
@@ -92,7 +92,8 @@ class TrainConfig:
             if self.init_density < 1.0 - self.sparsity:
                 raise ConfigError(f"--init-density ({self.init_density}) must be at least the final density "
                                   f"1 - sparsity ({1.0 - self.sparsity:g})")  # fmt: skip
-        for name in ("epochs", "timesteps", "batch_size"):
+        _number("epochs", self.epochs, 0.0, math.inf, low_open=True)
+        for name in ("timesteps", "batch_size"):
             _positive_int(name, getattr(self, name))
         for name in ("update_interval", "train_samples", "test_samples", "stop_after_steps"):
             if getattr(self, name) is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from .export import export_compact, model_spec
 from .json_safe import dumps
 from .plots import plot_run
 from .run_directory import RunDirectoryLock
-from .trainer import CHECKPOINT_NAME, Trainer
+from .trainer import CHECKPOINT_NAME, ScheduleWarning, Trainer
 
 
 def default_out_dir(config: TrainConfig) -> Path:
@@ -64,7 +66,12 @@ def train(config: TrainConfig, resume: str | None = None, overwrite: bool = Fals
     writer = int(os.environ.get("RANK", "0")) == 0
     with RunDirectoryLock(out) if writer else contextlib.nullcontext():
         check_out_dir(out, checkpoint, overwrite)
-        trainer = Trainer(config, out)
+        with warnings.catch_warnings():
+            if verbose:  # said here as one line instead
+                warnings.simplefilter("ignore", ScheduleWarning)
+            trainer = Trainer(config, out)
+        if verbose and trainer.dist.is_main and trainer.schedule_warning:
+            print(f"ndsnn train: warning: {trainer.schedule_warning}", file=sys.stderr, flush=True)
         try:
             summary = trainer.fit(checkpoint)
             if not summary["completed"]:

@@ -4,8 +4,11 @@ One step: images -> augmentation (a generator seeded by seed, epoch and batch, s
 crops) -> logits [T, N, K] -> loss (mean over T of the cross-entropy) -> backward -> optimizer step -> sparsity
 method step (masks change on its schedule; pruned weights and their optimizer state stay zero) -> cost and
 spike-rate accounting. Each epoch ends with an evaluation, a metrics line and a checkpoint; a checkpoint also
-every `checkpoint_interval` steps. LTH trains `epochs` epochs per round, for all of its rounds. A loss that is
-not finite stops the run before its optimizer step (TrainingDiverged), so the last checkpoint stays good.
+every `checkpoint_interval` steps. A run is `epochs` epochs long (a fraction of an epoch allowed: the run is
+then that many steps, rounded); a method that trains in rounds (LTH) trains that long per round, for all of its
+rounds, and a round may end within an epoch. A loss that is not finite stops the run before its optimizer step
+(TrainingDiverged), so the last checkpoint stays good. A schedule too short for its method's mask updates is
+said once, as a warning with the numbers and what to change (SparseMethod.schedule_problem).
 
 Several processes (torchrun): each trains on its shard of every epoch's permutation, DDP averages gradients,
 so the methods' decisions (and masks) agree on every rank; metrics are summed over ranks, batch-norm
@@ -20,6 +23,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,7 @@ from ..models import per_step_cross_entropy
 from ..nn.convert import masked_modules
 from ..ops import dispatch
 from ..sparse.kept_optimizer import KeptOnlyOptimizer
+from ..sparse.methods.base import MIN_STEPS_BETWEEN_UPDATES
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainConfig, is_device_name
 from .cost import TrainingCost
@@ -44,8 +49,6 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # What a training checkpoint must hold to be resumed.
 CHECKPOINT_KEYS = ("config", "epoch", "batch", "step", "world_size", "model", "optimizer", "method", "cost",
                    "epoch_totals", "best_accuracy", "elapsed", "rng", "spike_rates", "input_rates")  # fmt: skip
-# Methods whose starting density is an option (the others start at the target, or dense).
-INIT_DENSITY_METHODS = ("ndsnn", "criticality", "pq_index")
 # Options that may change when a run is resumed: they do not change its numbers.
 RUNTIME_OPTIONS = ("data_dir", "out", "device", "workers", "progress", "log_interval", "checkpoint_interval",
                    "debug_masks", "stop_after_steps", "deterministic")  # fmt: skip
@@ -83,6 +86,15 @@ def local_cuda_device(local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+def default_update_interval(run_steps: int) -> int:
+    """Steps between mask updates when --update-interval is not given: a 25th of the run, at most 100."""
+    return max(1, min(100, run_steps // 25))
+
+
+class ScheduleWarning(UserWarning):
+    """A method's schedule is too short for its mask updates to change the masks sensibly."""
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite; the message says where, and which checkpoint is still good."""
 
@@ -108,8 +120,8 @@ class Trainer:
 
         train_set = load_dataset(config.dataset, "train", config.data_dir)
         self.info = train_set.info
-        self.train_set = _subset(train_set, config.train_samples, "train-samples")
-        self.test_set = _subset(load_dataset(config.dataset, "test", config.data_dir), config.test_samples,
+        self.train_set = fixed_subset(train_set, config.train_samples, "train-samples")
+        self.test_set = fixed_subset(load_dataset(config.dataset, "test", config.data_dir), config.test_samples,
                                 "test-samples")  # fmt: skip
         try:
             self.model = models.create(config.model, self.info.num_classes, self.info.in_channels, config.timesteps,
@@ -119,6 +131,7 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         shard = math.ceil(len(self.train_set) / self.dist.world_size)
         self.steps_per_epoch = math.ceil(shard / config.batch_size)
+        self.round_steps = max(1, round(config.epochs * self.steps_per_epoch))  # the run's (LTH: a round's) steps
         try:
             self.method = sparse.create(config.method, self.model, self.optimizer, **self._method_options())
         except (TypeError, ValueError) as error:  # an option the method does not take, or a bad value
@@ -126,8 +139,10 @@ class Trainer:
         # the optimizer step over kept weights only (the same numbers as the dense step; the method keeps the
         # wrapped optimizer for its state hygiene)
         self.optimizer = KeptOnlyOptimizer(self.optimizer, self.model)
-        self.rounds = int(getattr(self.method, "rounds", 1))  # LTH trains several rounds
-        self.total_epochs = config.epochs * self.rounds
+        self.rounds = self.method.rounds  # LTH trains several rounds
+        self.total_steps = self.round_steps * self.rounds
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.schedule_warning = self._schedule_warning()
         self.network: nn.Module = self.model
         if self.dist.enabled:  # after the method: it converts the layers the wrapper must see
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -162,25 +177,46 @@ class Trainer:
 
     def _method_options(self) -> dict[str, Any]:
         c = self.config
-        total_steps = self.steps_per_epoch * c.epochs
-        interval = c.update_interval or max(1, min(100, total_steps // 25))
-        options: dict[str, Any] = {"sparsity": c.sparsity, "total_steps": total_steps, "update_interval": interval,
-                                   "distribution": c.distribution, "seed": c.seed}  # fmt: skip
+        interval = c.update_interval or default_update_interval(self.round_steps)
+        options: dict[str, Any] = {"sparsity": c.sparsity, "total_steps": self.round_steps,
+                                   "update_interval": interval, "distribution": c.distribution,
+                                   "seed": c.seed}  # fmt: skip
         if c.init_density is not None:
-            if c.method not in INIT_DENSITY_METHODS:
-                raise ConfigError(f"--init-density applies to --method {', '.join(INIT_DENSITY_METHODS)} only, "
-                                  f"not {c.method}")  # fmt: skip
+            takers = [name for name, method in sparse.METHODS.items() if method.takes_init_density]
+            if not sparse.METHODS[c.method].takes_init_density:
+                raise ConfigError(f"--init-density applies to --method {', '.join(takers)} only, not {c.method}")
             options["init_density"] = c.init_density
         options.update(c.method_options)
         return options
 
+    def _schedule_warning(self) -> str | None:
+        """The method's schedule_problem with what to change, or None (said once: by `ndsnn train` on stderr
+        and in metrics.jsonl, and as a Python warning)."""
+        problem = self.method.schedule_problem()
+        if problem is None:
+            return None
+        if self.config.update_interval is not None:
+            given = self.config.update_interval
+            change = f"raise --update-interval (now {given}) to {MIN_STEPS_BETWEEN_UPDATES} or more"
+        else:
+            steps = 25 * MIN_STEPS_BETWEEN_UPDATES  # the default interval is a 25th of the run
+            epochs = math.ceil(steps / self.steps_per_epoch)
+            change = (f"train at least {steps} steps (--epochs {epochs} here, at {self.steps_per_epoch} steps an "
+                      f"epoch), or set --update-interval {MIN_STEPS_BETWEEN_UPDATES} or more")  # fmt: skip
+        message = f"{problem}; {change}"
+        warnings.warn(message, ScheduleWarning, stacklevel=3)
+        return message
+
     # -- schedule and data order -------------------------------------------------------------------------
+    def round_due(self) -> int:
+        """The round the next step belongs to."""
+        return min(self.step // self.round_steps, self.rounds - 1)
+
     def learning_rate(self) -> float:
         """Cosine decay over each round (one round unless LTH), from --lr to 0."""
         if self.config.schedule == "constant":
             return self.config.lr
-        per_round = self.steps_per_epoch * self.config.epochs
-        position = (self.step - (self.epoch // self.config.epochs) * per_round) / per_round
+        position = (self.step - self.round_due() * self.round_steps) / self.round_steps
         return 0.5 * self.config.lr * (1.0 + math.cos(math.pi * min(1.0, max(0.0, position))))
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
@@ -220,13 +256,11 @@ class Trainer:
             self.metrics.start(None)
         if resume_from is None and self.dist.is_main:
             self.metrics.write({"kind": "start", "step": 0, "config": self.config.to_dict()})
+            if self.schedule_warning:
+                self.metrics.write({"kind": "warning", "step": 0, "message": self.schedule_warning})
         started = time.perf_counter() - self.elapsed
         self.stopped = False
         while self.epoch < self.total_epochs and not self.stopped:
-            if self.rounds > 1 and self.batch == 0 and self.epoch > 0 and self.epoch % self.config.epochs == 0:
-                if self.method.round < self.epoch // self.config.epochs:
-                    self.method.next_round()  # LTH: prune, rewind, zero the optimizer state
-                    self.refresh_densities()
             self.train_epoch(started)
             if self.stopped:
                 break
@@ -256,15 +290,15 @@ class Trainer:
         self.network.train()
         batches = self.epoch_batches(self.epoch)
         progress = _progress_bar(self, len(batches))
-        for images, labels in self._loader(self.train_set, batches[self.batch :]):
+        for images, labels in self._loader(self.train_set, batches[self.batch : self.batch + self.steps_left()]):
+            self.start_due_round()
             x, labels = self._inputs(images, self._augment_seed()), labels.to(self.device, non_blocking=True)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate()
             with self._autocast():
                 logits = self.network(x)
                 loss = per_step_cross_entropy(logits.float(), labels)
-                auxiliary = getattr(self.method, "auxiliary_loss", None)  # a method's own term (attention transfer)
-                extra = auxiliary(x) if auxiliary is not None else None
+                extra = self.method.auxiliary_loss(x)  # a method's own term (attention transfer), or None
                 if extra is not None:
                     loss = loss + extra
             loss_value = loss.item()
@@ -283,7 +317,7 @@ class Trainer:
             correct = (logits.detach().float().mean(0).argmax(-1) == labels).sum().item()
             self.epoch_totals = [self.epoch_totals[0] + loss_value * len(labels),
                                  self.epoch_totals[1] + correct, self.epoch_totals[2] + len(labels)]  # fmt: skip
-            if self.step % self.config.log_interval == 0 or self.batch == len(batches):
+            if self.step % self.config.log_interval == 0 or self.batch == len(batches) or not self.steps_left():
                 self._log_step(loss_value, correct / len(labels))
             if progress is not None:
                 progress.update(1)
@@ -293,14 +327,25 @@ class Trainer:
                                      refresh=False)  # fmt: skip
             interval = self.config.checkpoint_interval
             stop = self.config.stop_after_steps is not None and self.step >= self.config.stop_after_steps
-            if self.batch < len(batches) and (stop or (interval and self.step % interval == 0)):
+            more = self.batch < len(batches) and self.steps_left() > 0  # steps of this epoch still to train
+            if more and (stop or (interval and self.step % interval == 0)):
                 self.elapsed = time.perf_counter() - started
                 self.save()
-            if stop and self.batch < len(batches):
+            if stop and more:
                 self.stopped = True
                 break
         if progress is not None:
             progress.close()
+
+    def steps_left(self) -> int:
+        return self.total_steps - self.step
+
+    def start_due_round(self) -> None:
+        """At a round boundary (LTH): the method prunes, rewinds and zeroes the optimizer state."""
+        while self.method.round < self.round_due():
+            if not self.method.next_round():
+                raise RuntimeError(f"{self.method.name} has no round {self.method.round + 1} of {self.rounds}")
+            self.refresh_densities()
 
     def _float_state(self):
         """(name, tensor) of every floating-point tensor of the model and the optimizer state."""
@@ -449,7 +494,9 @@ class Trainer:
             "compression_ratio": 1.0 / max(self.density(), 1e-12),
             "test_accuracy": last.get("test_accuracy"), "best_test_accuracy": self.best_accuracy,
             "train_accuracy": last.get("train_accuracy"), "test_loss": last.get("test_loss"),
-            "epochs": self.epoch, "steps": self.step, "rounds": self.rounds, "timesteps": self.config.timesteps,
+            "epochs": self.epoch, "steps": self.step, "rounds": self.rounds, "round_steps": self.round_steps,
+            "update_interval": getattr(self.method, "update_interval", None), "timesteps": self.config.timesteps,
+            "schedule_warning": self.schedule_warning,
             "training_cost": self.cost_summary(), "layer_density": layer_density,
             "spike_rates": self.last_spike_rates, "input_rates": self.last_input_rates,
             "completed": not self.stopped, "wall_time_s": self.elapsed, "device": str(self.device),
@@ -486,7 +533,7 @@ def _no_buffer_sync() -> dict[str, bool]:
     return {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
 
 
-def _subset(dataset, count: int | None, option: str):
+def fixed_subset(dataset, count: int | None, option: str):
     """A fixed random subset (the same for every seed, so runs stay comparable), or the whole split."""
     if count is None:
         return dataset

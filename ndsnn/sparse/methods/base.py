@@ -33,10 +33,23 @@ from ..topk import grow_topk
 _OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+# A schedule whose mask updates come closer than this many steps gives grown weights too little training
+# before the next update ranks them (by magnitude, where they start at zero): the trainer warns.
+MIN_STEPS_BETWEEN_UPDATES = 10
+
+
 class SparseMethod:
-    """Base class: subclasses set `name` and implement `update()` (and `initial_density()` if not final)."""
+    """Base class: subclasses set `name` and implement `update()` (and `initial_density()` if not final).
+
+    What the trainer (and the sweep) ask of a method is declared here with defaults, so that neither ever
+    branches on a method's name: `takes_init_density`, `rounds` / `round` / `next_round()` (training in
+    rounds, LTH), `auxiliary_loss(images)` (a term of the method's own in the loss), `wants_dense_gradient()`
+    and `tracks_gradient_momentum()` (dense weight gradients), and `schedule_problem()` (a schedule too short
+    to change the masks sensibly). A new method is one file with a subclass and one line in the registry
+    (ndsnn.sparse.methods.METHODS)."""
 
     name = "base"
+    takes_init_density = False  # whether --init-density (a starting density above the target) applies
 
     def __init__(
         self,
@@ -86,6 +99,7 @@ class SparseMethod:
         self._last_gradient = self._last_method_step = self._last_optimizer_step = 0
         self._hooks = self._order_hooks()
         self.step_count = 0
+        self.round = 0  # the training round in progress (0 unless the method trains in rounds)
         self.decision_ops = 0  # elements scanned to decide masks (scores, rankings): the method's own cost
         self.log: list[dict] = []
         self.gradient_momentum: dict[str, torch.Tensor] = {}
@@ -119,6 +133,46 @@ class SparseMethod:
         """Whether a running average of the dense gradient is kept (the "momentum" criterion); then every
         backward computes the dense weight gradient."""
         return False
+
+    @property
+    def rounds(self) -> int:
+        """Training rounds, each of the run's length (`total_steps`): 1 unless the method prunes between
+        rounds (LTH)."""
+        return 1
+
+    def next_round(self) -> bool:
+        """Starts the next round (the trainer calls it at each round boundary); False when there is none."""
+        return False
+
+    def auxiliary_loss(self, images: torch.Tensor) -> torch.Tensor | None:
+        """A term of the method's own that the trainer adds to the loss of this batch; None for none."""
+        return None
+
+    # -- the schedule's sanity ---------------------------------------------------------------------------
+    def update_steps(self) -> list[int]:
+        """The steps of one round (1-based) at which the masks are updated; [] without total_steps."""
+        if self.total_steps is None:
+            return []
+        return [step for step in range(1, self.total_steps + 1) if self.is_update_step(step)]
+
+    def schedule_problem(self) -> str | None:
+        """What is wrong with this schedule for the run's length, or None: updates closer together than
+        MIN_STEPS_BETWEEN_UPDATES steps (a run too short for its update interval) leave grown weights no time
+        to train before they are ranked again, and the masks end where chance put them."""
+        steps = self.update_steps()
+        if len(steps) < 2:
+            return None
+        gap = min(later - earlier for earlier, later in itertools.pairwise(steps))
+        if gap >= MIN_STEPS_BETWEEN_UPDATES:
+            return None
+        return (f"{self.name}: {len(steps)} mask updates in a run of {self.total_steps} steps (every {gap} step"
+                f"{'s' if gap > 1 else ''}, up to step {steps[-1]}){self.schedule_detail()}: weights grown at one "
+                f"update train {gap} step{'s' if gap > 1 else ''} before the next one ranks them, too few for the "
+                f"masks to change sensibly")  # fmt: skip
+
+    def schedule_detail(self) -> str:
+        """What else the schedule does over its updates, for schedule_problem's message."""
+        return ""
 
     # -- scores -----------------------------------------------------------------------------------------
     CRITERIA = ("magnitude", "gradient", "momentum", "random")
@@ -288,6 +342,8 @@ class ScheduledMethod(SparseMethod):
     """A method that starts at init_density and changes masks until stop_fraction of total_steps (required),
     then keeps them: NDSNN, criticality, pq_index."""
 
+    takes_init_density = True
+
     def __init__(self, *args, init_density: float, stop_fraction: float, **kwargs) -> None:
         if not isinstance(stop_fraction, (int, float)) or not 0.0 < stop_fraction <= 1.0:
             raise ValueError(f"stop_fraction must be in (0, 1], got {stop_fraction!r}")
@@ -303,6 +359,9 @@ class ScheduledMethod(SparseMethod):
 
     def stop_step(self) -> int:
         return int(self.stop_fraction * self.total_steps)
+
+    def schedule_detail(self) -> str:
+        return f", while the density goes from {self.init_density:g} down to {self.density:g}"
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:

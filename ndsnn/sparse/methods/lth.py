@@ -28,11 +28,11 @@ class LTH(SparseMethod):
         if not isinstance(rewind_step, int) or rewind_step < 0:
             raise ValueError(f"rewind_step must be a non-negative integer, got {rewind_step!r}")
         self.prune_rate, self.rewind_step = prune_rate, rewind_step
-        self.round = 0
         self.round_step = 0
         self.steps_trained = 0
         self.rewind_weights: list[torch.Tensor] | None = None
         super().__init__(*args, **kwargs)
+        self.round = 0
         if rewind_step == 0:
             self._save_rewind_point()
 
