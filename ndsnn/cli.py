@@ -67,13 +67,12 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def epochs_value(text: str) -> int | float:
-    """--epochs: a positive number of epochs, an int when whole (20, not 20.0, in configs and summaries)."""
+    """--epochs: a number of epochs, an int when whole (20, not 20.0, in configs and summaries); its range is
+    checked with the other settings (one line naming it)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number of epochs, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number of epochs, got {text!r}")
     return int(value) if value.is_integer() else value
 
 

@@ -22,7 +22,7 @@ from ndsnn.train import load_checkpoint
 from ndsnn.train.json_safe import dumps
 from ndsnn.train.run_directory import LOCK_NAME, RunDirectoryLock
 
-FAST = ["--epochs", "1", "--timesteps", "1", "--no-progress", "--no-plots"]
+FAST = ["--epochs", "1", "--timesteps", "1", "--update-interval", "10", "--no-progress", "--no-plots"]
 
 
 def _strict_json(text: str):

@@ -16,7 +16,7 @@ from ndsnn.cli import main
 from ndsnn.train import CheckpointError, load_checkpoint, load_compact
 from ndsnn.train.export import compact_state
 
-FAST = ["--epochs", "1", "--timesteps", "1", "--no-progress", "--no-plots"]
+FAST = ["--epochs", "1", "--timesteps", "1", "--update-interval", "10", "--no-progress", "--no-plots"]
 
 
 class _RunsACommand:

@@ -14,7 +14,7 @@ import torch
 from ndsnn.cli import main
 from ndsnn.data import testing as fake_data
 
-FAST = ["--epochs", "1", "--timesteps", "1", "--no-progress", "--no-plots"]
+FAST = ["--epochs", "1", "--timesteps", "1", "--update-interval", "10", "--no-progress", "--no-plots"]
 
 
 def _fails(capsys, argv: list[str], *fragments: str) -> str:
@@ -35,7 +35,7 @@ def _fails(capsys, argv: list[str], *fragments: str) -> str:
     [(["--sparsity", "1.5"], ["--sparsity must be a number in [0, 1), got 1.5"]),
      (["--sparsity", "-0.2"], ["--sparsity"]),
      (["--sparsity", "lots"], ["--sparsity", "invalid float value"]),
-     (["--epochs", "0"], ["--epochs must be a positive integer"]),
+     (["--epochs", "0"], ["--epochs must be a finite number > 0"]),
      (["--batch-size", "-4"], ["--batch-size"]),
      (["--lr", "0"], ["--lr"]),
      (["--model", "alexnet"], ["--model", "invalid choice"]),
@@ -110,7 +110,7 @@ def test_no_traceback_in_a_real_process(tmp_path):
 
 @pytest.mark.parametrize(
     "text, fragment",
-    [("epochs: ten\n", "--epochs must be a positive integer, got 'ten'"),
+    [("epochs: ten\n", "--epochs must be a finite number > 0, got 'ten'"),
      ("device: 5\n", "--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 5"),
      ("model: [vgg16]\n", "--model must be one of"),
      ("out: 5\n", "--out must be a path, got 5"),
@@ -170,7 +170,7 @@ def test_evaluate_and_export_arguments(capsys, tmp_path):
 
 @pytest.mark.parametrize(
     "args, fragment",
-    [(["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    [(["--epochs", "0"], "--epochs must be a positive number, got 0"),
      (["--timesteps", "-1"], "--timesteps must be a positive integer"),
      (["--train-samples", "0"], "--train-samples must be a positive integer"),
      (["--seeds", "-1"], "--seeds must be non-negative integers"),

@@ -144,7 +144,7 @@ def test_config_files(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [({"sparsity": 1.0}, r"--sparsity must be a number in \[0, 1\)"), ({"sparsity": -0.1}, "--sparsity"),
-     ({"sparsity": "high"}, "--sparsity"), ({"epochs": 0}, "--epochs must be a positive integer"),
+     ({"sparsity": "high"}, "--sparsity"), ({"epochs": 0}, "--epochs must be a finite number > 0"),
      ({"batch_size": 2.5}, "--batch-size"), ({"lr": 0}, "--lr"), ({"momentum": 1.0}, "--momentum"),
      ({"model": "alexnet"}, "--model must be one of"), ({"dataset": "mnist"}, "--dataset must be one of"),
      ({"method": "magic"}, "--method must be one of"), ({"optimizer": "lbfgs"}, "--optimizer"),

@@ -167,8 +167,8 @@ def markdown(rows: list[dict[str, Any]], found: dict[str, Any], settings: dict[s
             f"Dense, ndsnn minus {framework}: {check['difference_points']:+.2f} points ({per_seed}), {verdict} twice "
             f"the larger spread over seeds ({check['largest_seed_spread_points']:.2f} points)."
         )
-    budget = ", ".join(f"{k}={v}" for k, v in settings.items()
-                       if k not in ("methods", "sparsities", "extra", "equal_cost", "peers"))  # fmt: skip
+    shown = {k: v for k, v in settings.items() if k not in ("methods", "sparsities", "extra", "equal_cost", "peers")}
+    budget = ", ".join(f"{k}={v}" for k, v in {**shown, **settings.get("extra", {})}.items())
     lines += ["", f"Settings: {budget}."]
     return "\n".join(lines) + "\n"
 
