@@ -253,3 +253,54 @@ def test_a_mask_changed_behind_its_version_counter_is_decided_again_on_its_true_
     new_bucket = dispatch.density_bucket(int(mask.sum()) / mask.numel())
     assert new_bucket != old_bucket and len(decided) == 2  # the true density was timed too
     assert {json.loads(key)[-1] for key in dispatch.snapshot()} == {old_bucket, new_bucket}
+
+
+@pytest.mark.parametrize("op", ["linear", "conv2d"])
+def test_a_call_planned_dense_runs_the_dense_op_alone_until_something_it_depends_on_changes(measured, monkeypatch, op):
+    """A dense decision is remembered on the mask for the call's shapes, kinds and gradients: later eager calls
+    skip the planning (a small layer's overhead); the mask's version, another shape, other gradients, a cleared
+    dispatch or an unstated input kind are planned again. The value is always the dense op's with the mask as
+    it is now."""
+    import importlib
+
+    conv_module = importlib.import_module("ndsnn.ops.sparse_conv2d")  # the modules, not the ops of that name
+    linear_module = importlib.import_module("ndsnn.ops.sparse_linear")
+    torch.manual_seed(0)
+    if op == "linear":
+        x, weight = torch.randn(6, 12, requires_grad=True), torch.randn(5, 12, requires_grad=True)
+        run, reference = ndsnn.ops.sparse_linear, lambda x, w, m: F.linear(x, w * m)
+        module, planner = linear_module, "_plan_cpu"
+    else:
+        x, weight = torch.randn(2, 3, 5, 5, requires_grad=True), torch.randn(4, 3, 3, 3, requires_grad=True)
+        run, reference = ndsnn.ops.sparse_conv2d, lambda x, w, m: F.conv2d(x, w * m)
+        module, planner = conv_module, "plan_sparse"
+    mask = torch.rand(weight.shape) < 0.9  # above half density: dense, untimed
+    plans = []
+    original = getattr(module, planner)
+    monkeypatch.setattr(module, planner, lambda *a, **k: (plans.append(1), original(*a, **k))[1])
+
+    def check(x_in: torch.Tensor, **options) -> None:
+        out = run(x_in, weight, mask, **options)
+        torch.testing.assert_close(out, reference(x_in, weight, mask))
+        gx, gw = torch.autograd.grad(out.square().sum(), (x_in, weight))
+        ex, ew = torch.autograd.grad(reference(x_in, weight, mask).square().sum(), (x_in, weight))
+        torch.testing.assert_close(gx, ex)
+        torch.testing.assert_close(gw, ew)
+
+    check(x, spike_input=False)
+    check(x, spike_input=False)
+    assert len(plans) == 1  # the second call did not plan
+    mask[0].zero_()  # a tracked change: the version moves
+    check(x, spike_input=False)
+    assert len(plans) == 2
+    check(torch.randn(3, *x.shape[1:], requires_grad=True), spike_input=False)  # another batch size
+    check(x.detach().clone().requires_grad_(), spike_input=True)  # another input kind
+    assert len(plans) == 4
+    with torch.no_grad():  # other gradients
+        torch.testing.assert_close(run(x, weight, mask, spike_input=False), reference(x, weight, mask))
+    assert len(plans) == 5
+    dispatch.clear()
+    check(x, spike_input=False)
+    check(x, spike_input=None)  # the kind read from x's values: planned every time
+    check(x, spike_input=None)
+    assert len(plans) == 8

@@ -91,8 +91,11 @@ def sparse_conv2d(
 def forward(x, weight, mask, bias, geometry, dense_weight_grad: bool, implementation: str, spike_input: bool | None,
             grads: tuple[bool, bool] | None = None) -> torch.Tensor:  # fmt: skip
     """The eager op, arguments checked: the dispatch, then the dense op or the compiled sparse kernels."""
-    index = plan_sparse(x, weight, mask, bias, geometry, implementation, spike_input, grads=grads)
+    call = dispatch.eager_call(x, weight, geometry, implementation, spike_input) if grads is None else None
+    index = None if dispatch.known_dense(mask, call) else plan_sparse(x, weight, mask, bias, geometry, implementation,
+                                                                      spike_input, grads=grads)  # fmt: skip
     if index is None:
+        dispatch.remember_dense(mask, call)
         return F.conv2d(x, _masked_weight(weight, mask, dense_weight_grad), bias, *geometry)
     return _sparse_forward(x, weight, bias, index, geometry, dense_weight_grad)
 

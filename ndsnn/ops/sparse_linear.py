@@ -70,10 +70,14 @@ def sparse_linear(
 def forward(x, weight, mask, bias, dense_weight_grad: bool, implementation: str, spike_input: bool | None,
             grads: tuple[bool, bool] | None = None) -> torch.Tensor:  # fmt: skip
     """The eager op, arguments checked: the dispatch, then F.linear or the compiled sparse kernels."""
+    call = dispatch.eager_call(x, weight, (), implementation, spike_input) if grads is None else None
+    if dispatch.known_dense(mask, call):  # planned dense before: the dense op alone
+        return F.linear(x, _masked_weight(weight, mask, dense_weight_grad), bias)
     x2 = x.reshape(-1, x.shape[-1])
     if x.device.type == "cpu":
         plan = _plan_cpu(x2, weight, mask, implementation, spike_input, grads=grads)
         if plan is None:
+            dispatch.remember_dense(mask, call)
             return F.linear(x, _masked_weight(weight, mask, dense_weight_grad), bias)
         index, spikes = plan
         out = torch.ops.ndsnn.sparse_linear_forward(x2, weight, bias, index.out_ptr, index.out_flat, index.in_ptr,
@@ -84,6 +88,7 @@ def forward(x, weight, mask, bias, dense_weight_grad: bool, implementation: str,
     geometry = ((1, 1), (0, 0), (1, 1), 1)
     index = plan_sparse(x4, weight4, mask4, bias, geometry, implementation, spike_input, index_mask=mask, grads=grads)
     if index is None:
+        dispatch.remember_dense(mask, call)
         return F.linear(x, _masked_weight(weight, mask, dense_weight_grad), bias)
     return _sparse_forward(x4, weight4, bias, index, geometry, dense_weight_grad).reshape(*x.shape[:-1], -1)
 
