@@ -202,6 +202,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     from .reproduce import BUDGETS, run_sweep
     from .reproduce.report import write_report
+    from .reproduce.sweep import unfinished
 
     budget = BUDGETS[args.budget]
     changes = {k: tuple(v) if isinstance(v, list) else v for k, v in
@@ -214,8 +215,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     out = Path(args.out or f"runs/reproduce-{budget.dataset}-{budget.name}")
-    summaries = run_sweep(budget, out, args.data_dir, in_process=args.in_process)
-    results = write_report(summaries, budget.to_dict(), out)
+    summaries = run_sweep(budget, out, args.data_dir, in_process=args.in_process, run_missing=not args.report_only)
+    missing = unfinished(budget, out)
+    results = write_report(summaries, {**budget.to_dict(), "unfinished_runs": missing}, out)
     print((out / "results.md").read_text())
     print(f"results in {out}: results.json, results.md, " + ", ".join(Path(p).name for p in results["plots"]))
     return 0
@@ -291,6 +293,8 @@ def _add_reproduce_options(parser: argparse.ArgumentParser) -> None:
     add("--data-dir", default=None)
     add("--out", default=None, help="sweep directory (default runs/reproduce-<dataset>-<budget>); rerun to resume")
     add("--in-process", action="store_true", help="run the trainings in this process (default: one process each)")
+    add("--report-only", action="store_true",
+        help="run nothing: the table of the runs finished so far (the others listed as unfinished)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

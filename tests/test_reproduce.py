@@ -158,3 +158,20 @@ def test_tiny_sweep_with_equal_cost_and_peer_rows(tmp_path):
     text = (tmp_path / "sweep" / "results.md").read_text()
     assert "| lth @ ndsnn cost | 75% |" in text and "| dense (spikingjelly) | 0% |" in text
     assert "Dense, ndsnn minus spikingjelly" in text and len(results["claims"]["equal_cost"]) == 2
+
+
+def test_report_only_tables_the_finished_runs_and_lists_the_others(tmp_path, capsys):
+    """A sweep under way: `--report-only` trains nothing, tables what finished and names what did not."""
+    data = write_fake_fashion_mnist(tmp_path / "data", 64, 2000)  # the cpu budget tests 2000 images
+    out = tmp_path / "sweep"
+    common = ["reproduce", "fashion-mnist", "--sparsities", "0.75", "--seeds", "0", "--epochs", "1", "--timesteps",
+              "1", "--train-samples", "64", "--data-dir", str(data), "--out", str(out), "--in-process"]  # fmt: skip
+    assert main([*common, "--methods", "dense", "set"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--methods", "dense", "set", "static", "--report-only"]) == 0
+    assert not (out / "runs" / "static-s0.75-seed0" / "summary.json").exists()  # nothing trained
+    results = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in results["table"] if r["framework"] == "ndsnn"] == ["dense", "set"]
+    assert results["settings"]["unfinished_runs"] == ["static-s0.75-seed0"]
+    assert "Not finished yet, so not in the table: static-s0.75-seed0." in (out / "results.md").read_text()
+    assert "static-s0.75-seed0: not finished, left out" in capsys.readouterr().out

@@ -167,9 +167,12 @@ def markdown(rows: list[dict[str, Any]], found: dict[str, Any], settings: dict[s
             f"Dense, ndsnn minus {framework}: {check['difference_points']:+.2f} points ({per_seed}), {verdict} twice "
             f"the larger spread over seeds ({check['largest_seed_spread_points']:.2f} points)."
         )
-    shown = {k: v for k, v in settings.items() if k not in ("methods", "sparsities", "extra", "equal_cost", "peers")}
+    hidden = ("methods", "sparsities", "extra", "equal_cost", "peers", "unfinished_runs")
+    shown = {k: v for k, v in settings.items() if k not in hidden}
     budget = ", ".join(f"{k}={v}" for k, v in {**shown, **settings.get("extra", {})}.items())
     lines += ["", f"Settings: {budget}."]
+    if settings.get("unfinished_runs"):
+        lines.append(f"Not finished yet, so not in the table: {', '.join(settings['unfinished_runs'])}.")
     return "\n".join(lines) + "\n"
 
 

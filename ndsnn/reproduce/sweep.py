@@ -130,10 +130,16 @@ def run_peer(framework: str, options: dict[str, Any], out: Path) -> None:
     train_spikingjelly(options, out)
 
 
+def unfinished(budget: Budget, out_dir: str | Path) -> list[str]:
+    """The runs of the budget without a summary in out_dir yet."""
+    return [run.name for run in grid(budget) if not (Path(out_dir) / "runs" / run.name / "summary.json").exists()]
+
+
 def run_sweep(budget: Budget, out_dir: str | Path, data_dir: str | None = None, in_process: bool = False,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:  # fmt: skip
+              log: Callable[[str], None] = print, run_missing: bool = True) -> list[dict[str, Any]]:  # fmt: skip
     """Runs (or skips, or resumes) every run of the budget; returns their summaries with the run's spec. A
-    peer whose framework is not installed is skipped with a line in the log."""
+    peer whose framework is not installed is skipped with a line in the log. run_missing=False runs nothing:
+    the summaries of the finished runs only (a table of a sweep still under way)."""
     from .peer import spikingjelly_available
 
     out_dir = Path(out_dir)
@@ -144,6 +150,9 @@ def run_sweep(budget: Budget, out_dir: str | Path, data_dir: str | None = None, 
         out = out_dir / "runs" / run.name
         summary_file = out / "summary.json"
         if not summary_file.exists():
+            if not run_missing:
+                log(f"[{index}/{len(runs)}] {run.name}: not finished, left out")
+                continue
             if run.framework == "spikingjelly" and not spikingjelly_available():
                 log(f"[{index}/{len(runs)}] {run.name}: skipped, SpikingJelly is not installed")
                 continue
