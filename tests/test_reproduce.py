@@ -79,6 +79,8 @@ def test_table_and_claims_match_hand_computation():
     text = markdown(rows, found, {"epochs": 3})
     assert "| ndsnn | 90% | 87.00 ± 1.41 (2) | 90.00% | 3 | 12.0% | 30.0% | 0.200 | 2 |" in text
     assert "NDSNN's training FLOPs as a fraction of LTH's: 90%: 30.0%." in text and "Settings: epochs=3." in text
+    without_lth = table_rows([s for s in summaries if s["run"]["method"] != "lth"])  # no empty cost line
+    assert "fraction of LTH's" not in markdown(without_lth, claims(without_lth), {"epochs": 3})
 
 
 def test_tiny_sweep_end_to_end_and_resume(tmp_path, capsys):

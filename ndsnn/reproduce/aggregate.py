@@ -153,9 +153,9 @@ def markdown(rows: list[dict[str, Any]], found: dict[str, Any], settings: dict[s
             f", {100 * claim['cost_ratio']:.0f}% of {claim['reference']}'s FLOPs): "
             f"{claim['reference_minus_row_points']:+.2f} points."
         )
-    cost = found.get("ndsnn_cost_fraction_of_lth", {})
-    if cost:
-        shares = ", ".join(f"{100 * s:g}%: {100 * v:.1f}%" for s, v in cost.items() if v is not None)
+    shares = ", ".join(f"{100 * s:g}%: {100 * v:.1f}%" for s, v in found.get("ndsnn_cost_fraction_of_lth", {}).items()
+                       if v is not None)  # fmt: skip
+    if shares:
         lines.append(f"NDSNN's training FLOPs as a fraction of LTH's: {shares}.")
     dense = found.get("vs_dense_at_lowest_sparsity", {})
     if dense:
