@@ -62,7 +62,7 @@ def test_a_new_method_trains_from_the_command_line(registered, tmp_path, capsys)
                  "--out", str(out)]) == 0  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "shuffle_smallest" and summary["sparsity"] == pytest.approx(0.8, abs=2e-3)
-    assert summary["steps"] == 46 and summary["schedule_warning"] is None
+    assert summary["steps"] == 46 and summary["schedule_warning"] is None and summary["update_interval"] == 10
     log = torch.load(out / "checkpoint.pt", weights_only=True)["method"]["log"]
     assert log and all(sum(r["dropped"].values()) > 0 for r in log)
     assert main(["train", "--method", "shuffle_smallest", "--init-density", "0.5", "--out", str(tmp_path / "x")]) == 2

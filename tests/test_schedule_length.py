@@ -81,6 +81,7 @@ def test_lth_rounds_end_within_epochs(tmp_path):
                  "--epochs", "0.5", *FAST, "--out", str(out)]) == 0  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == 3 and summary["steps"] == 36 and summary["epochs"] == 2  # 23 + 13 steps
+    assert summary["update_interval"] is None  # masks change between rounds only
     assert summary["sparsity"] == pytest.approx(0.75, abs=1e-3)
     logged = {r["step"]: r["lr"] for r in _records(out) if r["kind"] == "step"}
     assert {10, 20, 23, 30, 36} <= set(logged)
