@@ -136,6 +136,11 @@ def test_equal_cost_rows_and_claims_match_hand_computation():
     text = markdown(rows, found, {"epochs": 3})
     assert "equal training cost, ndsnn minus lth @ ndsnn cost (0.15 epochs, 110% of ndsnn's FLOPs): +18.00" in text
     assert "Dense, ndsnn minus spikingjelly: +0.50 points (seed 0: +1.00, seed 1: +0.00), within" in text
+    one_seed = claims(table_rows([s for s in summaries if s["run"]["seed"] == 0]))["dense_fidelity"]["spikingjelly"]
+    assert one_seed["within_twice_the_spread"] is None  # a spread of 0 over one seed judges nothing
+    assert "one seed so far: no spread over seeds to judge it by." in markdown(
+        table_rows(summaries[::2]), {"dense_fidelity": {"spikingjelly": one_seed}}, {}
+    )
 
 
 def test_tiny_sweep_with_equal_cost_and_peer_rows(tmp_path):

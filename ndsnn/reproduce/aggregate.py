@@ -119,10 +119,12 @@ def dense_fidelity(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         paired = [100 * (ours["accuracy_by_seed"][s] - peer["accuracy_by_seed"][s]) for s in seeds]
         spread = 100 * max(ours["accuracy_std"], peer["accuracy_std"])
         difference = 100 * (ours["accuracy_mean"] - peer["accuracy_mean"])
+        judged = min(len(ours["seeds"]), len(peer["seeds"])) > 1  # one seed has no spread to judge by
         result[peer["framework"]] = {
             "ndsnn_accuracy": ours["accuracy_mean"], "peer_accuracy": peer["accuracy_mean"],
             "difference_points": difference, "difference_by_seed_points": dict(zip(seeds, paired, strict=True)),
-            "largest_seed_spread_points": spread, "within_twice_the_spread": abs(difference) <= 2 * spread,
+            "largest_seed_spread_points": spread,
+            "within_twice_the_spread": abs(difference) <= 2 * spread if judged else None,
             "ndsnn_wall_s": ours["wall_time_s"], "peer_wall_s": peer["wall_time_s"],
         }  # fmt: skip
     return result
@@ -162,11 +164,13 @@ def markdown(rows: list[dict[str, Any]], found: dict[str, Any], settings: dict[s
         lines.append(f"Accuracy minus dense at {100 * dense['sparsity']:g}% sparsity (points): {_signed(dense)}.")
     for framework, check in found.get("dense_fidelity", {}).items():
         per_seed = ", ".join(f"seed {s}: {v:+.2f}" for s, v in check["difference_by_seed_points"].items())
-        verdict = "within" if check["within_twice_the_spread"] else "outside"
-        lines.append(
-            f"Dense, ndsnn minus {framework}: {check['difference_points']:+.2f} points ({per_seed}), {verdict} twice "
-            f"the larger spread over seeds ({check['largest_seed_spread_points']:.2f} points)."
-        )
+        if check["within_twice_the_spread"] is None:
+            verdict = "one seed so far: no spread over seeds to judge it by"
+        else:
+            verdict = (f"{'within' if check['within_twice_the_spread'] else 'outside'} twice the larger spread over "
+                       f"seeds ({check['largest_seed_spread_points']:.2f} points)")  # fmt: skip
+        difference = check["difference_points"]
+        lines.append(f"Dense, ndsnn minus {framework}: {difference:+.2f} points ({per_seed}), {verdict}.")
     hidden = ("methods", "sparsities", "extra", "equal_cost", "peers", "unfinished_runs")
     shown = {k: v for k, v in settings.items() if k not in hidden}
     budget = ", ".join(f"{k}={v}" for k, v in {**shown, **settings.get("extra", {})}.items())
