@@ -282,7 +282,7 @@ def _add_reproduce_options(parser: argparse.ArgumentParser) -> None:
         choices=list(BUDGETS),
         default="cpu",
         help="cpu: subsets, 3 epochs, T=2; full: all of Fashion-MNIST, 2 epochs, T=4, Adam, 90 and 99%% (about "
-        "two hours on 2 cores); gpu: full data, 30 epochs, T=4",
+        "three hours on 2 cores); gpu: full data, 30 epochs, T=4",
     )
     add("--methods", nargs="+", choices=list(sweep_methods()), default=None, help="default: the budget's")
     add("--sparsities", nargs="+", type=float, default=None, help="default 0.9 0.95 0.98 0.99")

@@ -79,6 +79,10 @@ def test_table_and_claims_match_hand_computation():
     text = markdown(rows, found, {"epochs": 3})
     assert "| ndsnn | 90% | 87.00 ± 1.41 (2) | 90.00% | 3 | 12.0% | 30.0% | 0.200 | 2 |" in text
     assert "NDSNN's training FLOPs as a fraction of LTH's: 90%: 30.0%." in text and "Settings: epochs=3." in text
+    rounds = _summary("lth", 0.5, 0, 0.9, 250.0)  # 5 rounds at half density a step: 2.5 dense runs' FLOPs
+    rounds["training_cost"]["flops_relative_to_dense"] = 0.5
+    row = next(r for r in table_rows([*summaries[:2], rounds]) if r["method"] == "lth")
+    assert row["flops_relative_to_dense_run"] == pytest.approx(2.5)
     without_lth = table_rows([s for s in summaries if s["run"]["method"] != "lth"])  # no empty cost line
     assert "fraction of LTH's" not in markdown(without_lth, claims(without_lth), {"epochs": 3})
 

@@ -17,7 +17,7 @@ Budgets:
 - "full": the whole of Fashion-MNIST (60000 training and 10000 test images), T = 4, 2 epochs at batch 128
   with Adam (lr 1e-3, no weight decay; dense reaches 90% test accuracy), the papers' main comparison at 90%
   and 99%: dense / SET / RigL / LTH (its full schedule and at NDSNN's cost) / NDSNN / criticality,
-  SpikingJelly's dense run, two seeds; about two hours on a 2-core CPU, resumable.
+  SpikingJelly's dense run, two seeds; about three hours on a 2-core CPU, resumable.
 - "gpu": the whole training split, 30 epochs, T = 4, LTH at 25% per round (the papers' setting).
 The chosen settings are written into the results, so a table always says what produced it.
 """

@@ -31,16 +31,16 @@ def plot_sweep(rows: list[dict[str, Any]], directory: str | Path) -> list[Path]:
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for label in labels:
-        points = sorted((r for r in rows if r["method"] == label), key=lambda r: r["flops_relative_to_dense"])
-        axis.plot([100 * r["flops_relative_to_dense"] for r in points], [100 * r["accuracy_mean"] for r in points],
+        points = sorted((r for r in rows if r["method"] == label), key=lambda r: r["flops_relative_to_dense_run"])
+        axis.plot([100 * r["flops_relative_to_dense_run"] for r in points], [100 * r["accuracy_mean"] for r in points],
                   marker="o", label=label, linestyle="--" if points[0]["cost_of"] else "-")  # fmt: skip
         for r in points:
-            axis.annotate(f"{100 * r['target_sparsity']:g}%", (100 * r["flops_relative_to_dense"],
+            axis.annotate(f"{100 * r['target_sparsity']:g}%", (100 * r["flops_relative_to_dense_run"],
                           100 * r["accuracy_mean"]), fontsize=6, textcoords="offset points", xytext=(3, 3))  # fmt: skip
     for row in dense:
-        axis.scatter([100 * row["flops_relative_to_dense"]], [100 * row["accuracy_mean"]], marker="*", s=80,
+        axis.scatter([100 * row["flops_relative_to_dense_run"]], [100 * row["accuracy_mean"]], marker="*", s=80,
                      label=row["method"])  # fmt: skip
-    axis.set(xscale="log", xlabel="training FLOPs (% of dense training)", ylabel="test accuracy (%)",
+    axis.set(xscale="log", xlabel="training FLOPs (% of the dense run's)", ylabel="test accuracy (%)",
              title="each curve: one method over the target sparsities")  # fmt: skip
     return [accuracy_path, _save(plt, figure, axis, directory / "accuracy_vs_cost.png")]
 
