@@ -77,8 +77,9 @@ def train_options(budget: Budget, run: RunSpec, data_dir: str | None,
     if run.method in budget.method_options:
         options["method_options"] = dict(budget.method_options[run.method])
     if run.cost_of is not None:
-        options["epochs"] = equal_cost_epochs(budget.epochs, run, done or {})
-        interval = (done or {})[run.own_full_run().name].get("update_interval")
+        done = done or {}
+        options["epochs"] = equal_cost_epochs(budget.epochs, run, done)
+        interval = done[run.own_full_run().name].get("update_interval")
         if interval and "update_interval" not in budget.extra:
             options["update_interval"] = interval  # its full run's: the same method, only longer or shorter
     return options

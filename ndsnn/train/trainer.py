@@ -182,8 +182,8 @@ class Trainer:
                                    "update_interval": interval, "distribution": c.distribution,
                                    "seed": c.seed}  # fmt: skip
         if c.init_density is not None:
-            takers = [name for name, method in sparse.METHODS.items() if method.takes_init_density]
             if not sparse.METHODS[c.method].takes_init_density:
+                takers = [name for name, method in sparse.METHODS.items() if method.takes_init_density]
                 raise ConfigError(f"--init-density applies to --method {', '.join(takers)} only, not {c.method}")
             options["init_density"] = c.init_density
         options.update(c.method_options)
