@@ -34,6 +34,7 @@ def git_commit() -> str:
 def environment(device: torch.device) -> dict[str, object]:
     """Everything needed to interpret a figure: device, versions, flags."""
     import ndsnn
+    from ndsnn import cpu_allocator
 
     env: dict[str, object] = {
         "device": platform.processor() or platform.machine(),
@@ -44,6 +45,7 @@ def environment(device: torch.device) -> dict[str, object]:
         "ndsnn_kernels": ndsnn.kernel_status().source,
         "ndsnn_cpu_isa": ndsnn.kernel_status().isa,
         "commit": git_commit(),
+        "cpu_allocator": cpu_allocator.state(),
     }
     try:
         from importlib.metadata import version

@@ -59,6 +59,8 @@ TORCH_LIBRARY(ndsnn, m) {
   // scale = weight * invstd and shift = bias - mean * scale; nothing but x is needed for backward (h is
   // recomputed). batch_stats says mean / invstd are x's own statistics, so backward includes their gradient
   // through x (batch norm in training); otherwise they are constants (running statistics). At most 64 steps.
+  m.def("max_pool_window_forward(Tensor x, int window) -> (Tensor out, Tensor index)");
+  m.def("max_pool_window_backward(Tensor grad_out, Tensor index, int[] input_size, int window) -> Tensor");
   m.def("batch_norm_stats(Tensor x) -> (Tensor mean, Tensor var)");
   m.def(
       "batch_norm_lif_forward(Tensor x, Tensor? residual, Tensor? weight, Tensor? bias, Tensor mean, "

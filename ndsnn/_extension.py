@@ -57,6 +57,8 @@ OPS = (
     "sparse_conv2d_tiled_forward",
     "sparse_conv2d_tiled_grad_input",
     "sparse_conv2d_tiled_grad_weight",
+    "max_pool_window_forward",
+    "max_pool_window_backward",
     "sparse_linear_forward",
     "sparse_linear_grad_input",
     "sparse_linear_grad_weight",

@@ -9,6 +9,7 @@ NDSNN_DATA          the data directory when --data-dir is not given (ndsnn.data)
 NDSNN_UNVERIFIED_KERNELS=1      also run CUDA kernels not yet verified on this GPU (ndsnn._verification)
 NDSNN_DISPATCH      measure (default) | table: how a sparse layer picks sparse or dense kernels (ndsnn.ops.dispatch)
 NDSNN_CPU_ISA       auto (default) | baseline | avx2: which build of the CPU kernels to load (ndsnn._extension)
+NDSNN_CPU_ALLOCATOR keep (default) | system: whether training on the CPU keeps freed memory (ndsnn.cpu_allocator)
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..nn.pooling import MaxPool2d
 from .layers import ConvBNLIF, PerFrame, SpikingClassifier, classifier_linear, make_lif, stem_conv
 
 
@@ -22,9 +23,9 @@ class SpikingConvNet(SpikingClassifier):
         two_pools = image_size >= 16
         self.stem = stem_conv(in_channels, widths[0])
         self.stem_lif = make_lif(lif)
-        self.pool1 = PerFrame(nn.MaxPool2d(2)) if two_pools else nn.Identity()
+        self.pool1 = PerFrame(MaxPool2d(2)) if two_pools else nn.Identity()
         self.block = ConvBNLIF(widths[0], widths[1], lif=lif)
-        self.pool2 = PerFrame(nn.MaxPool2d(2))
+        self.pool2 = PerFrame(MaxPool2d(2))
         side = image_size // 4 if two_pools else image_size // 2
         self.fc1 = classifier_linear(widths[1] * side * side, hidden)
         self.fc_lif = make_lif(lif)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..nn.pooling import MaxPool2d
 from .layers import ConvBNLIF, PerFrame, SpikingClassifier, classifier_linear, make_lif, stem_conv
 
 VGG16_WIDTHS: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
@@ -30,7 +31,7 @@ class SpikingVGG16(SpikingClassifier):
         channels = first
         for width in VGG16_WIDTHS[1:]:
             if width == "M":
-                layers.append(PerFrame(nn.MaxPool2d(2)))
+                layers.append(PerFrame(MaxPool2d(2)))
             else:
                 layers.append(ConvBNLIF(channels, int(width), lif=lif))
                 channels = int(width)

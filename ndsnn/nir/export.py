@@ -91,7 +91,7 @@ def _emits_spikes(graph: SpikingGraph, name: str) -> bool:
     layer = graph.layers[name]
     if isinstance(layer, (LIF, Fire)):
         return True
-    passes = isinstance(layer, FrameFlatten) or (isinstance(layer, PerFrame) and type(layer.module) is nn.MaxPool2d)
+    passes = isinstance(layer, FrameFlatten) or (isinstance(layer, PerFrame) and isinstance(layer.module, nn.MaxPool2d))
     return passes and all(_emits_spikes(graph, s) for s in graph.sources[name])
 
 
@@ -99,7 +99,8 @@ def _pool_nodes(graph: SpikingGraph, name: str, pool: nn.Module, shapes: tuple[t
                 dt: float) -> list:  # fmt: skip
     """The NIR node(s) of a per-frame pooling layer; shapes are its input and output frames (C, H, W)."""
     nir = require_nir()
-    kind, (in_shape, out_shape), where = type(pool), shapes, graph.origin(name)
+    kind = nn.MaxPool2d if isinstance(pool, nn.MaxPool2d) else type(pool)  # ndsnn.nn.MaxPool2d too
+    (in_shape, out_shape), where = shapes, graph.origin(name)
     if kind is nn.AdaptiveAvgPool2d:
         outputs = [o if o is not None else s for o, s in zip(_pair(pool.output_size), in_shape[1:], strict=True)]
         if any(s % o for s, o in zip(in_shape[1:], outputs, strict=True)):

@@ -90,7 +90,7 @@ def _lower(b: _Builder, module: nn.Module, path: str, source: str, per_frame: bo
         if per_frame:
             raise unsupported(path, describe(module), "a LIF inside PerFrame would take the batch for time")
         return b.add(path, copy.deepcopy(module), [source])
-    if kind in POOLS:
+    if kind in POOLS or isinstance(module, nn.MaxPool2d):  # ndsnn.nn.MaxPool2d too
         if not per_frame:
             raise unsupported(path, describe(module), "pooling a [T, N, ...] sequence needs PerFrame")
         return b.add(path, PerFrame(copy.deepcopy(module)), [source])

@@ -3,6 +3,7 @@
 from .batch_norm_lif import batch_norm_lif, batch_norm_lif_reference
 from .lif import lif
 from .lif_reference import lif_reference
+from .max_pool import max_pool_window
 from .sparse_conv2d import sparse_conv2d, sparse_conv2d_reference
 from .sparse_linear import sparse_linear, sparse_linear_reference
 from .surrogate import DEFAULT_ALPHA, SURROGATES, spike, surrogate_grad
@@ -14,6 +15,7 @@ __all__ = [
     "batch_norm_lif_reference",
     "lif",
     "lif_reference",
+    "max_pool_window",
     "sparse_conv2d",
     "sparse_conv2d_reference",
     "sparse_linear",

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import cpu_allocator
 from ..data import augment_batch, load_dataset, normalize_batch
 from ..models import per_step_cross_entropy
 from ..train.checkpoint import atomic_write_text
@@ -84,6 +85,7 @@ def train_spikingjelly(options: dict[str, Any], out: str | Path) -> dict[str, An
         raise ValueError(f"the SpikingJelly peer exists for the convnet only, not {config.model}")
     if config.device not in ("auto", "cpu"):
         raise ValueError("the SpikingJelly peer runs on the CPU")
+    cpu_allocator.keep_freed_memory()  # the process setting ndsnn's trainer runs under
     torch.manual_seed(config.seed)
     train_full = load_dataset(config.dataset, "train", config.data_dir)
     info = train_full.info

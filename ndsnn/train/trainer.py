@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__, models, sparse
+from .. import __version__, cpu_allocator, models, sparse
 from ..data import augment_batch, load_dataset, normalize_batch
 from ..models import per_step_cross_entropy
 from ..nn.convert import masked_modules
@@ -107,6 +107,8 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir)
         self.device = resolve_device(config.device)
+        if self.device.type == "cpu":
+            cpu_allocator.keep_freed_memory()  # no page faults for every step's big tensors
         if config.deterministic:
             use_deterministic_algorithms()
         dispatch.force_policy("table" if config.deterministic else None)
