@@ -3,9 +3,8 @@ again at every step.
 
 PyTorch's CPU allocator is the C library's malloc. glibc serves every block above its mmap threshold (128 KiB
 to 32 MiB) with a fresh mmap and gives it back on free, so each activation, gradient and pooling-index tensor
-of a training step is page-faulted in (and zeroed by the kernel) anew: on a 2-core VM a 51 MB copy took 17.7 ms
-this way and 4.4 ms from kept memory, and the convnet's Fashion-MNIST step 25-30% less time in all (see
-benchmarks/results/epoch_fashion_mnist_cpu.json). keep_freed_memory() turns mmap-served blocks off and the
+of a training step is page-faulted in (and zeroed by the kernel) anew, at every step (the README's Training
+speed has what it cost the Fashion-MNIST epoch). keep_freed_memory() turns mmap-served blocks off and the
 heap's trimming down (glibc's mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, INT_MAX)): freed blocks
 are reused, and the process keeps its peak heap until it exits, as the caching allocators (jemalloc, tcmalloc, the
 CUDA caching allocator) do. `ndsnn train` calls it on the CPU; NDSNN_CPU_ALLOCATOR=system leaves malloc alone.
