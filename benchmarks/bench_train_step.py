@@ -8,7 +8,8 @@ interval (--update-interval, the trainer's default cap of 100). Variants:
 
   ndsnn         ndsnn's layers: batch norm + LIF fused into one op (the LIF kernel alone after the stem),
                 sparse convolutions through the dispatcher ("auto": the sparse kernel where the measured
-                crossover table says it wins, dense cuDNN / mkldnn on weight * mask elsewhere), NDSNN's step
+                crossover table says it wins, dense cuDNN / mkldnn on weight * mask elsewhere), NDSNN's step,
+                ndsnn.nn.MaxPool2d (the baselines below pool with nn.MaxPool2d)
   ndsnn-unfused the same at the sparsest setting with batch norm and the LIF kernel run separately
   masked-dense  what sparse-training code for SNNs does today: nn.Conv2d / nn.Linear on weight * mask
                 (cuDNN / mkldnn), SpikingJelly's LIFNode (a plain PyTorch loop when SpikingJelly is absent),
@@ -17,10 +18,12 @@ interval (--update-interval, the trainer's default cap of 100). Variants:
   dense-sj      nn.Conv2d / nn.Linear and SpikingJelly's LIFNode (multi-step), no masks
 
 For every (model, T, precision) all variants and sparsities are timed in turns (common.interleaved_medians),
-so the ratios come from one run. Precisions: fp32 with the device's default TF32 flags (reported), and bf16
-autocast. Memory: on CUDA the peak allocated during a step; on CPU the bytes autograd saves for backward.
---profile adds a torch.profiler breakdown (convolutions, LIF, batch norm, optimizer, ...) of the ndsnn,
-ndsnn-unfused and dense steps at the sparsest setting. Writes benchmarks/results/train_step_<device>.json (and a plot).
+so the ratios come from one run; on the CPU every variant runs with kept memory (ndsnn.cpu_allocator, as
+`ndsnn train` does; NDSNN_CPU_ALLOCATOR=system turns it off). Precisions: fp32 with the device's default
+TF32 flags (reported), and bf16 autocast. Memory: on CUDA the peak allocated during a step; on CPU the
+bytes autograd saves for backward. --profile adds a torch.profiler breakdown (convolutions, LIF, batch norm,
+optimizer, ...) of the ndsnn, ndsnn-unfused and dense steps at the sparsest setting. Writes
+benchmarks/results/train_step_<device>.json (and a plot).
 
     python benchmarks/bench_train_step.py                       # CPU: batch 8, T 4 and 8, fp32
     python benchmarks/bench_train_step.py --device cuda --profile   # batch 128, fp32 and bf16
@@ -42,9 +45,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SavedTensorBytes, environment, interleaved_medians, write_results  # noqa: E402
 
+from ndsnn import cpu_allocator  # noqa: E402
 from ndsnn.models import create  # noqa: E402
 from ndsnn.models.layers import DEFAULT_LIF, per_step_cross_entropy  # noqa: E402
-from ndsnn.nn import LIF, SparseLinear, SparseSpikingConv2d, batch_norm_lif_fusion  # noqa: E402
+from ndsnn.nn import LIF, MaxPool2d, SparseLinear, SparseSpikingConv2d, batch_norm_lif_fusion  # noqa: E402
 from ndsnn.ops import lif_reference  # noqa: E402
 from ndsnn.sparse.methods import NDSNN  # noqa: E402
 
@@ -118,6 +122,10 @@ def replace_layers(model: nn.Module, masked: bool, lif_kind: str) -> nn.Module:
             elif isinstance(child, SparseLinear):
                 cls = MaskedLinear if masked else nn.Linear
                 new = cls(child.in_features, child.out_features, child.bias is not None, device=child.weight.device)
+            elif isinstance(child, MaxPool2d):  # PyTorch's own pooling, as the baselines' code has it
+                setattr(parent, name, nn.MaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation,
+                                                   child.return_indices, child.ceil_mode))  # fmt: skip
+                continue
             elif isinstance(child, LIF):
                 new = spikingjelly_lif(child) if lif_kind == "spikingjelly" else None
                 new = new if new is not None else TorchLoopLIF(child)
@@ -364,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no GPU is visible")
+    if device.type == "cpu":
+        cpu_allocator.keep_freed_memory()  # what `ndsnn train` runs under (NDSNN_CPU_ALLOCATOR=system: not)
     args.batch = args.batch or (128 if device.type == "cuda" else 8)
     precisions = args.precisions or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
     if any(not 0.0 <= s < 1.0 for s in args.sparsities):
