@@ -48,11 +48,11 @@ def one_line(error: BaseException) -> str:
 
 def check_environment() -> None:
     """The NDSNN_* settings every command depends on, checked before any work (SettingsError names one)."""
-    from . import _extension, cpu_allocator, settings
+    from . import _extension, settings
     from .ops import crossover, dispatch
 
     settings.kernel_policy()
-    cpu_allocator.policy()
+    settings.cpu_allocator_policy()
     settings.check_cache_dir()
     crossover.check_settings()
     dispatch.policy()

@@ -16,25 +16,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import platform
 
-from .settings import SettingsError
+from . import settings
 
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-POLICIES = ("keep", "system")
 
 _applied: bool | None = None  # None: not asked yet; then whether glibc took the settings
-
-
-def policy() -> str:
-    """NDSNN_CPU_ALLOCATOR: keep (default) or system."""
-    value = os.environ.get("NDSNN_CPU_ALLOCATOR", "keep").strip().lower() or "keep"
-    if value not in POLICIES:
-        raise SettingsError(f"NDSNN_CPU_ALLOCATOR must be one of {', '.join(POLICIES)}; got {value!r}")
-    return value
 
 
 def keep_freed_memory() -> bool:
@@ -43,7 +33,7 @@ def keep_freed_memory() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    if policy() == "system" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if settings.cpu_allocator_policy() == "system" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

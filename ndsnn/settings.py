@@ -44,6 +44,16 @@ def cpu_isa() -> str:
     return value
 
 
+CPU_ALLOCATOR_POLICIES = ("keep", "system")
+
+
+def cpu_allocator_policy() -> str:
+    value = os.environ.get("NDSNN_CPU_ALLOCATOR", "keep").strip().lower() or "keep"
+    if value not in CPU_ALLOCATOR_POLICIES:
+        raise SettingsError(f"NDSNN_CPU_ALLOCATOR must be one of {', '.join(CPU_ALLOCATOR_POLICIES)}; got {value!r}")
+    return value
+
+
 def cache_root() -> Path:
     """The directory of compiled-kernel caches (one subdirectory per torch build and source version)."""
     base = os.environ.get("NDSNN_CACHE_DIR") or os.path.join(

@@ -24,9 +24,13 @@
 namespace ndsnn {
 namespace {
 
+void check_window_size(int64_t window) {
+  TORCH_CHECK(window >= 1 && window <= 16, "max_pool_window: window must be in [1, 16], got ", window);
+}
+
 void check_window(const at::Tensor& x, int64_t window) {
   TORCH_CHECK(x.dim() == 4, "max_pool_window: x must have shape [N, C, H, W], got ", x.sizes());
-  TORCH_CHECK(window >= 1 && window <= 16, "max_pool_window: window must be in [1, 16], got ", window);
+  check_window_size(window);
   TORCH_CHECK(x.size(2) >= window && x.size(3) >= window, "max_pool_window: the ", window, "x", window,
               " window does not fit an input of ", x.size(2), "x", x.size(3));
 }
@@ -255,7 +259,7 @@ at::Tensor max_pool_window_backward_cpu(const at::Tensor& grad_out_in, const at:
   TORCH_CHECK(input_size.size() == 4, "max_pool_window_backward: input_size must have 4 entries, got ",
               input_size.size());
   TORCH_CHECK(index_in.scalar_type() == at::kByte, "max_pool_window_backward: index must be uint8");
-  TORCH_CHECK(window >= 1 && window <= 16, "max_pool_window_backward: window must be in [1, 16], got ", window);
+  check_window_size(window);
   const int64_t n = input_size[0], c = input_size[1], height = input_size[2], width = input_size[3];
   const std::vector<int64_t> out_size = {n, c, height / window, width / window};
   TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef(out_size) && index_in.sizes() == at::IntArrayRef(out_size),
