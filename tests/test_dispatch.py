@@ -304,3 +304,22 @@ def test_a_call_planned_dense_runs_the_dense_op_alone_until_something_it_depends
     check(x, spike_input=None)  # the kind read from x's values: planned every time
     check(x, spike_input=None)
     assert len(plans) == 8
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_the_spike_check_counts_as_count_nonzero_does(dtype):
+    """NaN counts as nonzero, -0.0 does not, and the boundary at SPIKE_INPUT_MAX_DENSITY is inclusive."""
+    from ndsnn.ops.sparse_conv2d import SPIKE_INPUT_MAX_DENSITY, looks_like_spikes
+
+    numel = 1000
+    at_limit = int(SPIKE_INPUT_MAX_DENSITY * numel)
+    x = torch.zeros(numel, dtype=dtype)
+    x[: at_limit - 2] = 1.0
+    x[at_limit - 2] = float("nan")
+    x[at_limit - 1] = -3.0
+    x[at_limit:] = -0.0
+    assert int(x.bool().sum()) == int(torch.count_nonzero(x)) == at_limit
+    assert looks_like_spikes(x.view(10, 100))
+    x[at_limit] = 0.5
+    assert not looks_like_spikes(x.view(10, 100)[:, ::1])
+    assert not looks_like_spikes(x.view(10, 100).t())
