@@ -323,3 +323,22 @@ def test_the_spike_check_counts_as_count_nonzero_does(dtype):
     x[at_limit] = 0.5
     assert not looks_like_spikes(x.view(10, 100)[:, ::1])
     assert not looks_like_spikes(x.view(10, 100).t())
+
+
+@pytest.mark.parametrize("rate, spikes", [(0.1, True), (0.25, True), (0.35, False), (0.9, False)])
+def test_a_large_input_is_judged_on_a_sample_that_tells_spikes_from_real_values(rate, spikes):
+    """Above SPIKE_CHECK_SAMPLE elements the check samples x; planes of even size must not alias the sample
+    onto one pixel (a [N, C, 8, 8] input whose first pixel of every plane is 1 is 1/64 dense)."""
+    from ndsnn.ops.sparse_conv2d import SPIKE_CHECK_SAMPLE, looks_like_spikes
+
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(64, 256, 8, 8, generator=generator) < rate).float()
+    assert x.numel() > SPIKE_CHECK_SAMPLE
+    assert looks_like_spikes(x) is spikes
+    aligned = torch.zeros(64, 256, 8, 8)
+    aligned[..., 0, 0] = 1.0
+    assert looks_like_spikes(aligned)
+    dense_but_pixel_zero = torch.ones(64, 256, 8, 8)
+    dense_but_pixel_zero[..., 0, 0] = 0.0
+    assert not looks_like_spikes(dense_but_pixel_zero)
+    assert looks_like_spikes(x.transpose(0, 1)) is spikes  # not contiguous: counted in full
