@@ -89,38 +89,18 @@ void forward_row_2x2_avx2(const float* top, const float* bottom, float* out, uin
   }
 }
 
-// The backward of one input row: the gradient where the index says (the left or right column of this row),
-// zero elsewhere, written interleaved to two columns per window.
-void backward_row_2x2_avx2(const float* grad, const uint8_t* index, float* dst, int64_t out_w, int dy) {
+// The backward of one input row over `count` windows, a multiple of 8: the gradient where the index says (the
+// left or right column of this row), zero elsewhere, written interleaved to two columns per window.
+void backward_row_2x2_avx2(const float* grad, const uint8_t* index, float* dst, int64_t count, int dy) {
   const __m256i left = _mm256_set1_epi32(2 * dy), right = _mm256_set1_epi32(2 * dy + 1);
-  for (int64_t ox = 0; ox < out_w; ox += 8) {
-    const int64_t count = std::min<int64_t>(8, out_w - ox);
-    __m256 g;
-    __m256i places;
-    if (count == 8) {
-      g = _mm256_loadu_ps(grad + ox);
-      places = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(index + ox)));
-    } else {
-      alignas(32) float staged_grad[8] = {};
-      std::memcpy(staged_grad, grad + ox, static_cast<size_t>(count) * sizeof(float));
-      g = _mm256_load_ps(staged_grad);
-      alignas(16) uint8_t staged[16] = {};
-      std::memcpy(staged, index + ox, static_cast<size_t>(count));
-      places = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(staged)));
-    }
+  for (int64_t ox = 0; ox < count; ox += 8) {
+    const __m256 g = _mm256_loadu_ps(grad + ox);
+    const __m256i places = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(index + ox)));
     const __m256 l = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(places, left)));
     const __m256 r = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(places, right)));
     const __m256 low = _mm256_unpacklo_ps(l, r), high = _mm256_unpackhi_ps(l, r);  // [0 1 | 4 5], [2 3 | 6 7]
-    const __m256 first = _mm256_permute2f128_ps(low, high, 0x20), second = _mm256_permute2f128_ps(low, high, 0x31);
-    if (count == 8) {
-      _mm256_storeu_ps(dst + 2 * ox, first);
-      _mm256_storeu_ps(dst + 2 * ox + 8, second);
-    } else {
-      alignas(32) float staged[16];
-      _mm256_store_ps(staged, first);
-      _mm256_store_ps(staged + 8, second);
-      std::memcpy(dst + 2 * ox, staged, static_cast<size_t>(2 * count) * sizeof(float));
-    }
+    _mm256_storeu_ps(dst + 2 * ox, _mm256_permute2f128_ps(low, high, 0x20));
+    _mm256_storeu_ps(dst + 2 * ox + 8, _mm256_permute2f128_ps(low, high, 0x31));
   }
 }
 #endif
@@ -230,12 +210,22 @@ void backward_kernel(const scalar_t* grad_out, const uint8_t* index, scalar_t* g
         int64_t first = 0;
 #if defined(__AVX2__)
         if constexpr (std::is_same_v<scalar_t, float>) {
-          if (window == 2) {
-            backward_row_2x2_avx2(grad_row, index_row, dst, out_w, static_cast<int>(dy));
-            first = out_w;
+          if (window == 2) {  // whole groups of 8 windows; the rest below (staging short rows cost 2x)
+            first = out_w - out_w % 8;
+            backward_row_2x2_avx2(grad_row, index_row, dst, first, static_cast<int>(dy));
           }
         }
 #endif
+        if (window == 2) {
+          const int64_t left = 2 * dy;
+          for (int64_t ox = first; ox < out_w; ++ox) {
+            const int64_t place = static_cast<int64_t>(index_row[ox]);
+            const scalar_t g = grad_row[ox];
+            dst[2 * ox] = place == left ? g : scalar_t(0);
+            dst[2 * ox + 1] = place == left + 1 ? g : scalar_t(0);
+          }
+          first = out_w;
+        }
         for (int64_t ox = first; ox < out_w; ++ox) {
           const int64_t place = static_cast<int64_t>(index_row[ox]) - dy * window;  // in [0, window) on this row
           const scalar_t g = grad_row[ox];
