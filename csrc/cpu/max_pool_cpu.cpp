@@ -1,8 +1,7 @@
 // Max pooling with the window equal to the stride (no padding, no overlap) on the CPU, as spiking networks pool
 // between stages. Forward writes the maximum and a one-byte index of its place in the window (PyTorch's CPU rule:
-// the first maximum in row-major order, a NaN taken wherever it is); backward writes every input position (the
-// gradient at the kept place, zero elsewhere), so neither pass needs the int64 index tensor nor a zero fill of
-// the whole input gradient that max_pool2d_with_indices and its backward take.
+// the first maximum in row-major order, a NaN taken wherever it is); backward zero-fills the input gradient and
+// writes the gradient at each kept place, so neither pass needs the int64 index tensor of max_pool2d_with_indices.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -89,20 +88,6 @@ void forward_row_2x2_avx2(const float* top, const float* bottom, float* out, uin
   }
 }
 
-// The backward of one input row over `count` windows, a multiple of 8: the gradient where the index says (the
-// left or right column of this row), zero elsewhere, written interleaved to two columns per window.
-void backward_row_2x2_avx2(const float* grad, const uint8_t* index, float* dst, int64_t count, int dy) {
-  const __m256i left = _mm256_set1_epi32(2 * dy), right = _mm256_set1_epi32(2 * dy + 1);
-  for (int64_t ox = 0; ox < count; ox += 8) {
-    const __m256 g = _mm256_loadu_ps(grad + ox);
-    const __m256i places = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(index + ox)));
-    const __m256 l = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(places, left)));
-    const __m256 r = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(places, right)));
-    const __m256 low = _mm256_unpacklo_ps(l, r), high = _mm256_unpackhi_ps(l, r);  // [0 1 | 4 5], [2 3 | 6 7]
-    _mm256_storeu_ps(dst + 2 * ox, _mm256_permute2f128_ps(low, high, 0x20));
-    _mm256_storeu_ps(dst + 2 * ox + 8, _mm256_permute2f128_ps(low, high, 0x31));
-  }
-}
 #endif
 
 template <typename scalar_t>
@@ -197,48 +182,26 @@ template <typename scalar_t>
 void backward_kernel(const scalar_t* grad_out, const uint8_t* index, scalar_t* grad_in, int64_t planes,
                      int64_t height, int64_t width, int64_t window) {
   const int64_t out_h = height / window, out_w = width / window;
-  // one task per output row: it writes the window's input rows whole (the gradient at the kept place, zero
-  // elsewhere, and the columns past the last window), the last one of a plane also the rows past its windows
-  at::parallel_for(0, planes * out_h, 16, [&](int64_t begin, int64_t end) {
-    int64_t plane = begin / out_h, oy = begin % out_h;
-    for (int64_t row = begin; row < end; ++row) {
-      const scalar_t* grad_row = grad_out + row * out_w;
-      const uint8_t* index_row = index + row * out_w;
-      scalar_t* plane_in = grad_in + plane * height * width;
-      for (int64_t dy = 0; dy < window; ++dy) {
-        scalar_t* dst = plane_in + (oy * window + dy) * width;
-        int64_t first = 0;
-#if defined(__AVX2__)
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          if (window == 2) {  // whole groups of 8 windows; the rest below (staging short rows cost 2x)
-            first = out_w - out_w % 8;
-            backward_row_2x2_avx2(grad_row, index_row, dst, first, static_cast<int>(dy));
-          }
+  const int64_t plane_size = height * width, windows = out_h * out_w;
+  // Per plane: one memset (every input position the maximum did not come from, the rows and columns past the
+  // last window included; the all-zero bits are +0 in every floating type), then the gradient written where
+  // each window's index says. Measured against writing each input row whole (zeros and gradient interleaved
+  // per window): about 3x faster on 14x14 maps, whose rows of 7 windows are too short for vector stores.
+  at::parallel_for(0, planes, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      scalar_t* plane_in = grad_in + plane * plane_size;
+      std::memset(static_cast<void*>(plane_in), 0, static_cast<size_t>(plane_size) * sizeof(scalar_t));
+      const scalar_t* grad_plane = grad_out + plane * windows;
+      const uint8_t* index_plane = index + plane * windows;
+      for (int64_t oy = 0; oy < out_h; ++oy) {
+        scalar_t* rows = plane_in + oy * window * width;
+        for (int64_t ox = 0; ox < out_w; ++ox) {
+          const int64_t k = oy * out_w + ox;
+          const int64_t place = index_plane[k];
+          const int64_t dy = window == 2 ? place >> 1 : place / window;
+          const int64_t dx = place - dy * window;
+          rows[dy * width + ox * window + dx] = grad_plane[k];
         }
-#endif
-        if (window == 2) {
-          const int64_t left = 2 * dy;
-          for (int64_t ox = first; ox < out_w; ++ox) {
-            const int64_t place = static_cast<int64_t>(index_row[ox]);
-            const scalar_t g = grad_row[ox];
-            dst[2 * ox] = place == left ? g : scalar_t(0);
-            dst[2 * ox + 1] = place == left + 1 ? g : scalar_t(0);
-          }
-          first = out_w;
-        }
-        for (int64_t ox = first; ox < out_w; ++ox) {
-          const int64_t place = static_cast<int64_t>(index_row[ox]) - dy * window;  // in [0, window) on this row
-          const scalar_t g = grad_row[ox];
-          for (int64_t dx = 0; dx < window; ++dx) dst[ox * window + dx] = dx == place ? g : scalar_t(0);
-        }
-        for (int64_t ix = out_w * window; ix < width; ++ix) dst[ix] = scalar_t(0);
-      }
-      if (oy == out_h - 1) {
-        for (int64_t ix = out_h * window * width; ix < height * width; ++ix) plane_in[ix] = scalar_t(0);
-      }
-      if (++oy == out_h) {
-        oy = 0;
-        ++plane;
       }
     }
   });
