@@ -53,6 +53,18 @@ TORCH_LIBRARY(ndsnn, m) {
       "float tau_value, float v_threshold_value, float? v_reset, bool decay_input, bool detach_reset, "
       "str surrogate, float alpha, bool tau_grad, bool v_threshold_grad) "
       "-> (Tensor grad_x, Tensor grad_tau, Tensor grad_v_threshold)");
+  // LIF of a constant input current (direct encoding): current [N, ...] is the input at each of `steps` steps.
+  // Returns the spikes [steps, N, ...] only; backward recomputes h from current and returns the gradient of
+  // current itself (summed over the steps). Per-channel tau / v_threshold: channel = dim 1 of current.
+  m.def(
+      "lif_repeated_forward(Tensor current, int steps, Tensor? tau, Tensor? v_threshold, float tau_value, "
+      "float v_threshold_value, float? v_reset, bool decay_input, bool detach_reset, str surrogate, "
+      "float alpha) -> Tensor");
+  m.def(
+      "lif_repeated_backward(Tensor grad_spikes, Tensor current, Tensor? tau, Tensor? v_threshold, "
+      "float tau_value, float v_threshold_value, float? v_reset, bool decay_input, bool detach_reset, "
+      "str surrogate, float alpha, bool tau_grad, bool v_threshold_grad) "
+      "-> (Tensor grad_current, Tensor grad_tau, Tensor grad_v_threshold)");
   // Batch norm (per channel = dim 2 of x [T, N, C, ...], over all other dims) fused with multi-step LIF of
   // scalar tau / v_threshold. batch_norm_stats: per-channel mean and biased variance, in the arithmetic type
   // (float for 16-bit x). batch_norm_lif_forward: spikes of LIF(x * scale + shift (+ residual)), with

@@ -51,6 +51,8 @@ OPS = (
     "lif_backward",
     "lif_forward_fast",
     "lif_backward_fast",
+    "lif_repeated_forward",
+    "lif_repeated_backward",
     "sparse_conv2d_forward",
     "sparse_conv2d_grad_input",
     "sparse_conv2d_grad_weight",

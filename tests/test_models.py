@@ -54,6 +54,23 @@ def test_direct_encoding_equals_identical_frames():
     torch.testing.assert_close(model(images), expected)
 
 
+@pytest.mark.parametrize("name", ["convnet", "resnet19"])
+def test_stem_neurons_from_one_frame_match_the_expanded_input(name):
+    """fire_stem (LIF on the one frame, steps=T) gives the spikes and every gradient of LIF on T copies."""
+    torch.manual_seed(2)
+    size = 8 if name == "convnet" else 16
+    model = models.create(name, 10, 1 if name == "convnet" else 3, timesteps=3, image_size=size)
+    images = torch.randn(2, model.stem[0].module.in_channels, size, size)
+    frame = model.fire_stem(images, model.stem, model.stem_lif)
+    copies = model.stem_lif(model.encode(images, model.stem))
+    assert torch.equal(frame, copies)
+    g = torch.randn_like(frame)
+    got = torch.autograd.grad(frame, list(model.stem.parameters()), g)
+    want = torch.autograd.grad(copies, list(model.stem.parameters()), g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_loss_is_mean_over_steps_of_cross_entropy():
     logits = torch.randn(5, 6, 4)
     labels = torch.randint(0, 4, (6,))

@@ -11,29 +11,12 @@
 
 #include "../lif.h"
 #include "cpu_cast.h"
+#include "lif_block.h"
 
 namespace ndsnn {
 namespace {
 
 using namespace cpu;
-
-constexpr int64_t kBlocksPerTask = 4;
-
-template <typename T>
-struct BlockParams {
-  T tau[kBlock];
-  T v_threshold[kBlock];
-};
-
-template <typename T>
-inline void load_block_params(BlockParams<T>& out, const ChannelParam<T>& tau, const ChannelParam<T>& v_threshold,
-                              const LifLayout& layout, int64_t first, int64_t count) {
-  for (int64_t j = 0; j < count; ++j) {
-    const int64_t channel = ((first + j) / layout.inner) % layout.channels;
-    out.tau[j] = tau.at(channel);
-    out.v_threshold[j] = v_threshold.at(channel);
-  }
-}
 
 // Writes one block-step of spikes (input dtype) and h (saved dtype).
 template <typename scalar_t, typename store_t>

@@ -66,11 +66,20 @@ class SpikingClassifier(nn.Module):
         self.timesteps = timesteps
 
     def encode(self, images: torch.Tensor, stem: nn.Module) -> torch.Tensor:
-        """The stem's output on the image, repeated over the T steps: [T, N, ...]."""
+        """The stem's output on the image, repeated over the T steps: [T, N, ...] (a view, not a copy)."""
+        current = self.stem_current(images, stem)
+        return current.expand(self.timesteps, *current.shape)
+
+    def stem_current(self, images: torch.Tensor, stem: nn.Module) -> torch.Tensor:
+        """The stem's output on the image, once: [N, ...], the input current of the first neurons at every step."""
         if images.dim() != 4:
             raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
-        current = stem(images.unsqueeze(0))
-        return current.expand(self.timesteps, *current.shape[1:])
+        return stem(images.unsqueeze(0))[0]
+
+    def fire_stem(self, images: torch.Tensor, stem: nn.Module, neurons: LIF) -> torch.Tensor:
+        """The first neurons' spikes [T, N, ...] under the stem's output at every step, computed from the one
+        frame (LIF's steps argument) rather than from T stored copies of it."""
+        return neurons(self.stem_current(images, stem), steps=self.timesteps)
 
 
 def per_step_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

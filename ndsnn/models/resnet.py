@@ -57,6 +57,6 @@ class SpikingResNet19(SpikingClassifier):
         self.fc2 = classifier_linear(256, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem_lif(self.encode(images, self.stem)))
+        x = self.stages(self.fire_stem(images, self.stem, self.stem_lif))
         x = self.fc_lif(self.fc1(self.pool(x).flatten(2)))
         return self.fc2(x)

@@ -40,5 +40,5 @@ class SpikingVGG16(SpikingClassifier):
         self.classifier = classifier_linear(channels * side * side, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.features(self.stem_lif(self.encode(images, self.stem)))
+        x = self.features(self.fire_stem(images, self.stem, self.stem_lif))
         return self.classifier(x.flatten(2))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..ops.lif import check_lif_args, lif
+from ..ops.lif_repeated import lif_repeated
 
 # Smallest tau a learnable leak can reach: keeps tau > 1 (the op's requirement) when the leak saturates.
 MIN_LEARNED_TAU = 1.0 + 2.0**-16
@@ -100,19 +101,21 @@ class LIF(nn.Module):
             return self.threshold
         return self.threshold_values if self.threshold_values is not None else self._v_threshold
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        spikes, h = lif(
-            x_seq,
-            tau=self.tau,
-            v_threshold=self.v_threshold,
-            v_reset=self.v_reset,
-            decay_input=self.decay_input,
-            detach_reset=self.detach_reset,
-            surrogate=self.surrogate,
-            alpha=self.alpha,
-            return_h=True,
-            saved_dtype=self.saved_dtype,
-        )
+    def forward(self, x_seq: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Spikes [T, N, ...] of x_seq [T, N, ...]; or, with steps, of x_seq taken as one frame [N, ...] that is
+        the input at each of `steps` steps (direct encoding: ndsnn.ops.lif_repeated, which stores neither the
+        repeated input nor h)."""
+        options = {"tau": self.tau, "v_threshold": self.v_threshold, "v_reset": self.v_reset,
+                   "decay_input": self.decay_input, "detach_reset": self.detach_reset, "surrogate": self.surrogate,
+                   "alpha": self.alpha}  # fmt: skip
+        if steps is not None and not self.store_h:
+            self.last_h = None
+            return lif_repeated(x_seq, steps, **options)
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"steps must be a positive int or None, got {steps!r}")
+            x_seq = x_seq.expand(steps, *x_seq.shape)
+        spikes, h = lif(x_seq, **options, return_h=True, saved_dtype=self.saved_dtype)
         self.last_h = h.detach() if self.store_h else None
         return spikes
 
