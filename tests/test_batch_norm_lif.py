@@ -426,3 +426,34 @@ def test_model_training_step_fused_equals_unfused(model_name):
         torch.testing.assert_close(grads_f[name], grads_u[name], rtol=1e-8, atol=1e-10, msg=name)
     for name in state_f:
         torch.testing.assert_close(state_f[name], state_u[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_spike_observers_keep_the_fusion_and_see_its_spikes():
+    """The trainer's firing rates observe every LIF layer without a forward hook, so batch norm + LIF still
+    runs fused in training, and the observer sees the fused op's spikes (and the unfused layer's)."""
+    _kernels_required(torch.device("cpu"))
+    bn, lif = nn.BatchNorm2d(4), LIF()
+    x = torch.randn(2, 3, 4, 5, 5)
+    seen = []
+    handle = lif.observe_spikes(lambda module, spikes: seen.append((module, spikes)))
+    assert fusable(bn, lif, x)
+    spikes, called = ops_called(lambda: batch_norm_then_lif(bn, lif, x))
+    assert "batch_norm_lif_forward" in called
+    assert len(seen) == 1 and seen[0][0] is lif and seen[0][1] is spikes
+    with batch_norm_lif_fusion(False):
+        unfused = batch_norm_then_lif(bn, lif, x)
+    assert len(seen) == 2 and seen[1][1] is unfused
+    handle.remove()
+    batch_norm_then_lif(bn, lif, x)
+    assert len(seen) == 2
+
+
+def test_trainer_spike_rates_leave_the_model_fusable(tmp_path):
+    from ndsnn.train.config import TrainConfig
+    from ndsnn.train.trainer import Trainer
+
+    config = TrainConfig(dataset="digits", model="convnet", method="static", epochs=1, out=str(tmp_path),
+                         progress=False)  # fmt: skip
+    model = Trainer(config, tmp_path).model
+    block = model.block
+    assert fusable(block.bn.module, block.lif, torch.zeros(2, 2, block.bn.module.num_features, 3, 3))

@@ -70,7 +70,7 @@ def batch_norm_then_lif(bn: nn.Module, lif: nn.Module, x_seq: torch.Tensor,
     momentum = _momentum(bn)
     batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
     tracked = not bn.training or bn.track_running_stats
-    return batch_norm_lif(
+    spikes = batch_norm_lif(
         x_seq,
         bn.running_mean if tracked else None,
         bn.running_var if tracked else None,
@@ -88,3 +88,4 @@ def batch_norm_then_lif(bn: nn.Module, lif: nn.Module, x_seq: torch.Tensor,
         lif.alpha,
         residual=residual,
     )
+    return lif.notify_observers(spikes)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ..ops.lif import check_lif_args, lif
 from ..ops.lif_repeated import lif_repeated
@@ -55,6 +58,7 @@ class LIF(nn.Module):
         self.saved_dtype = saved_dtype
         self.store_h = store_h
         self.last_h: torch.Tensor | None = None
+        self._spike_observers: OrderedDict[int, Callable[[LIF, torch.Tensor], None]] = OrderedDict()
         self._tau = float(tau)
         self._v_threshold = float(v_threshold)
         self.tau_logit = nn.Parameter(torch.full(shape, -math.log(tau - 1.0))) if learnable_tau else None
@@ -67,6 +71,19 @@ class LIF(nn.Module):
             self.register_buffer("threshold_values", torch.full(shape, float(v_threshold)))
         else:
             self.threshold_values = None
+
+    def observe_spikes(self, observer: Callable[[LIF, torch.Tensor], None]) -> RemovableHandle:
+        """Calls observer(self, spikes) with this layer's output at every forward, also where a fused op computes
+        it (ndsnn.nn.batch_norm_then_lif), which a forward hook would turn off. Returns a handle to remove it."""
+        handle = RemovableHandle(self._spike_observers)
+        self._spike_observers[handle.id] = observer
+        return handle
+
+    def notify_observers(self, spikes: torch.Tensor) -> torch.Tensor:
+        """Hands spikes to the observers (observe_spikes) and returns them: the last step of every forward."""
+        for observer in getattr(self, "_spike_observers", {}).values():
+            observer(self, spikes)
+        return spikes
 
     @torch.no_grad()
     def make_learnable(self, threshold: bool = True, tau: bool = True) -> list[nn.Parameter]:
@@ -110,14 +127,14 @@ class LIF(nn.Module):
                    "alpha": self.alpha}  # fmt: skip
         if steps is not None and not self.store_h:
             self.last_h = None
-            return lif_repeated(x_seq, steps, **options)
+            return self.notify_observers(lif_repeated(x_seq, steps, **options))
         if steps is not None:
             if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
                 raise ValueError(f"steps must be a positive int or None, got {steps!r}")
             x_seq = x_seq.expand(steps, *x_seq.shape)
         spikes, h = lif(x_seq, **options, return_h=True, saved_dtype=self.saved_dtype)
         self.last_h = h.detach() if self.store_h else None
-        return spikes
+        return self.notify_observers(spikes)
 
     def extra_repr(self) -> str:
         parts = [

@@ -14,11 +14,12 @@ class SpikeRates:
     def __init__(self, model: nn.Module) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
-        self.handles = [module.register_forward_hook(self._hook(name))
+        # observers, not forward hooks: a hook on a LIF layer would turn off its fusion with batch norm
+        self.handles = [module.observe_spikes(self._observer(name))
                         for name, module in model.named_modules() if isinstance(module, LIF)]  # fmt: skip
 
-    def _hook(self, name: str):
-        def record(module: nn.Module, inputs, output: torch.Tensor) -> None:
+    def _observer(self, name: str):
+        def record(module: nn.Module, output: torch.Tensor) -> None:
             if module.training and torch.is_grad_enabled():
                 self.sums[name] = self.sums.get(name, 0.0) + output.detach().float().mean()  # no sync
                 self.counts[name] = self.counts.get(name, 0) + 1
