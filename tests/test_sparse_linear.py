@@ -74,6 +74,29 @@ def test_matches_masked_dense_linear(device, shape, sparsity, binary):
     assert torch.count_nonzero(grads[1][~mask]) == 0
 
 
+@pytest.mark.parametrize("batch", [1, 33, 700])
+@pytest.mark.parametrize("sparsity", [0.995, 0.97, 0.6])
+@pytest.mark.parametrize("binary", [False, True])
+def test_every_cpu_path_in_float64(batch, sparsity, binary):
+    """Few kept weights per input (gathered forward and weight gradient, the latter over several chunks of
+    samples at batch 700) and many (event forward for spikes, transposed dot products): all equal
+    F.linear in float64, and the weight gradient is the same bits with one thread as with two."""
+    device = torch.device("cpu")
+    x, weight, mask, bias = _case((batch,), 300, 64, sparsity, device, dtype=torch.float64, binary=binary)
+    out, grads = _sparse_grads(mask, x, weight, bias)
+    want, want_grads = _grads(lambda a, w, b: F.linear(a, w * mask, b), x, weight, bias)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    for got, expected in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-11)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _, single = _sparse_grads(mask, x, weight, bias)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(single[1], grads[1])
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_bfloat16(device, binary):
     x, weight, mask, bias = _case((16,), 40, 9, 0.8, device, dtype=torch.bfloat16, binary=binary)

@@ -3,19 +3,23 @@
 //
 // The kept weights arrive as the kept-weight index of the mask (flat positions o * I + i, grouped by output
 // row: out_ptr / out_flat, and by input column: in_ptr / in_flat). Per call their values are gathered into the
-// order each loop walks, with the column (row) each one reaches, so the inner loops read contiguous arrays:
-//   forward, inputs with few nonzeros (spikes): per sample, each active input adds w * x to the outputs of
-//     its column's kept weights (work: active inputs x kept per column);
-//   forward, real inputs: per sample, each output gathers its row's inputs (work: kept weights);
-//   input gradient: per sample, each input gathers its column's output gradients (work: kept weights);
-//   weight gradient at kept positions: x and the output gradient transposed once, then one dot product of
-//     length B per kept weight (vectorised; deterministic, no atomics).
+// order each loop walks, with the row and column each one reaches, so the inner loops read contiguous arrays:
+//   forward, inputs with few nonzeros (spikes) and many kept weights per input: per sample, each active input
+//     adds w * x to the outputs of its column's kept weights (work: active inputs x kept per column);
+//   forward otherwise: per sample, each output gathers its row's inputs (work: kept weights);
+//   input gradient: per sample, one flat loop over the kept weights (grouped by input) adds w * grad_out;
+//   weight gradient at kept positions: with few kept weights, gathered sample by sample in fixed chunks of
+//     samples; otherwise x and the output gradient transposed once, then one dot product of length B per
+//     kept weight (vectorised). Both deterministic, whatever the number of threads, with no atomics.
+// The input gradient loops over the kept weights flat rather than per input: at high sparsity an input has
+// 0-3 kept weights, and a loop per input costs a branch misprediction each, more than its arithmetic.
 // Samples are split across threads; 16-bit inputs compute in float.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "../sparse_conv2d.h"
@@ -27,6 +31,16 @@ namespace {
 struct LinearShape {
   int64_t batch, in_features, out_features;
 };
+
+// Gathering over the kept weights beats the event scan (forward) and the transposed dot products (weight
+// gradient) while there are at most this many kept weights per input feature (per feature of x and
+// grad_out for the weight gradient).
+constexpr int64_t kGatherPerInput = 3;
+// The gathered weight gradient sums samples in at most kGatherChunks chunks of at least kGatherChunkRows
+// samples, each chunk a row of partial sums (at most kMaxGatherPartials of them in all).
+constexpr int64_t kGatherChunks = 16;
+constexpr int64_t kGatherChunkRows = 32;
+constexpr int64_t kMaxGatherPartials = int64_t(1) << 22;
 
 void check_linear_index(const at::Tensor& ptr, const at::Tensor& flat, int64_t entries, const at::Tensor& weight,
                         const char* side) {
@@ -103,7 +117,11 @@ at::Tensor sparse_linear_forward_cpu(const at::Tensor& x_in, const at::Tensor& w
     const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     const int64_t kept = out_flat.numel();
     // input_kind 1: spikes, 2: real-valued, 0: not known (then x's nonzeros are counted)
-    const bool events = input_kind == 1 || (input_kind == 0 && events::sparse_enough(xp, x.numel()));
+    // Events pay a scan of every input per sample; gathering pays one multiply-add per kept weight. With few
+    // kept weights per input (kept <= kGatherPerInput * I) gathering is faster even for spikes.
+    const bool few_kept = out_flat.numel() <= kGatherPerInput * s.in_features;
+    const bool events =
+        !few_kept && (input_kind == 1 || (input_kind == 0 && events::sparse_enough(xp, x.numel())));
     const int64_t* ptr = (events ? in_ptr : out_ptr).const_data_ptr<int64_t>();
     const int64_t* flat = (events ? in_flat : out_flat).const_data_ptr<int64_t>();
     const std::vector<math_t> w = gather_values(weight.const_data_ptr<scalar_t>(), flat, kept);
@@ -120,7 +138,8 @@ at::Tensor sparse_linear_forward_cpu(const at::Tensor& x_in, const at::Tensor& w
             if (v == math_t(0)) continue;
             for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k) acc[reach[k]] += w[k] * v;
           }
-        } else {  // each output gathers its row's inputs
+        } else {  // each output gathers its row's inputs (a sum in a register: the kept weights of one
+                  // output are many in a row, unlike those of one input)
           for (int64_t o = 0; o < s.out_features; ++o) {
             math_t sum = math_t(0);
             for (int64_t k = ptr[o]; k < ptr[o + 1]; ++k) sum += w[k] * static_cast<math_t>(row[reach[k]]);
@@ -148,26 +167,60 @@ at::Tensor sparse_linear_grad_input_cpu(const at::Tensor& grad_out_in, const at:
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_out.scalar_type(), "sparse_linear_grad_input_cpu",
                                   [&] {
     using math_t = at::opmath_type<scalar_t>;
-    const int64_t* ptr = in_ptr.const_data_ptr<int64_t>();
     const int64_t* flat = in_flat.const_data_ptr<int64_t>();
     const int64_t kept = in_flat.numel();
     const std::vector<math_t> w = gather_values(weight.const_data_ptr<scalar_t>(), flat, kept);
     const std::vector<int32_t> rows = rows_of(flat, kept, in_features);
+    const std::vector<int32_t> columns = columns_of(flat, kept, in_features);
     const scalar_t* gp = grad_out.const_data_ptr<scalar_t>();
     scalar_t* gx = grad_x.data_ptr<scalar_t>();
     at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
       std::vector<math_t> g(out_features);
+      std::vector<math_t> sums(in_features);
       for (int64_t b = begin; b < end; ++b) {
         for (int64_t o = 0; o < out_features; ++o) g[o] = static_cast<math_t>(gp[b * out_features + o]);
-        for (int64_t i = 0; i < in_features; ++i) {
-          math_t sum = math_t(0);
-          for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k) sum += w[k] * g[rows[k]];
-          gx[b * in_features + i] = static_cast<scalar_t>(sum);
-        }
+        // One flat loop over the kept weights (grouped by input, so each input's terms add in the same order
+        // as a per-input sum): no loop per input whose trip count the branch predictor cannot learn.
+        std::fill(sums.begin(), sums.end(), math_t(0));
+        for (int64_t k = 0; k < kept; ++k) sums[columns[k]] += w[k] * g[rows[k]];
+        scalar_t* out = gx + b * in_features;
+        for (int64_t i = 0; i < in_features; ++i) out[i] = static_cast<scalar_t>(sums[i]);
       }
     });
   });
   return grad_x;
+}
+
+// Weight gradient at the kept positions by gathering, sample by sample: each kept weight adds
+// grad_out[b, o] * x[b, i] for every sample b, with no transposed copies of x and grad_out (which cost more
+// than the products when few weights are kept). Samples are summed in fixed chunks, and the chunks in order,
+// so the result does not depend on the number of threads.
+template <typename scalar_t>
+void grad_weight_by_gather(const scalar_t* gp, const scalar_t* xp, const int64_t* flat, int64_t kept, int64_t batch,
+                           int64_t in_features, int64_t out_features, scalar_t* gw) {
+  using math_t = at::opmath_type<scalar_t>;
+  const std::vector<int32_t> rows = rows_of(flat, kept, in_features);
+  const std::vector<int32_t> columns = columns_of(flat, kept, in_features);
+  const int64_t chunk_rows = std::max<int64_t>(kGatherChunkRows, (batch + kGatherChunks - 1) / kGatherChunks);
+  const int64_t chunks = (batch + chunk_rows - 1) / chunk_rows;
+  std::vector<math_t> partial(static_cast<size_t>(chunks * kept), math_t(0));
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      math_t* acc = partial.data() + c * kept;
+      for (int64_t b = c * chunk_rows; b < std::min(batch, (c + 1) * chunk_rows); ++b) {
+        const scalar_t* g = gp + b * out_features;
+        const scalar_t* x = xp + b * in_features;
+        for (int64_t k = 0; k < kept; ++k) {
+          acc[k] += static_cast<math_t>(g[rows[k]]) * static_cast<math_t>(x[columns[k]]);
+        }
+      }
+    }
+  });
+  for (int64_t k = 0; k < kept; ++k) {
+    math_t total = math_t(0);
+    for (int64_t c = 0; c < chunks; ++c) total += partial[c * kept + k];
+    gw[flat[k]] = static_cast<scalar_t>(total);
+  }
 }
 
 at::Tensor sparse_linear_grad_weight_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_in,
@@ -178,25 +231,32 @@ at::Tensor sparse_linear_grad_weight_cpu(const at::Tensor& grad_out_in, const at
               "ndsnn.sparse_linear: grad_out [B, O], x [B, I] and weight_size [O, I] do not agree");
   TORCH_CHECK(out_flat.scalar_type() == at::kLong && out_flat.dim() == 1,
               "ndsnn.sparse_linear: out_flat must be a 1-d int64 tensor");
-  const int64_t in_features = weight_size[1];
-  // Transposed once, so each kept weight's dot product runs over two contiguous rows of length B.
-  const at::Tensor grad_t = grad_out_in.t().contiguous();
-  const at::Tensor x_t = x_in.t().contiguous();
+  const int64_t in_features = weight_size[1], out_features = weight_size[0];
   at::Tensor grad_weight = at::zeros(weight_size, x_in.options());
   const int64_t kept = out_flat.numel();
   const int64_t batch = x_in.size(0);
   if (kept == 0 || batch == 0) return grad_weight;
+  // Gathering reads x and grad_out in place; the dot products need them transposed (a copy of each).
+  const bool gather = kept <= kGatherPerInput * (in_features + out_features) &&
+                      kept * std::min<int64_t>(kGatherChunks, batch) <= kMaxGatherPartials;
+  const at::Tensor grad_out = gather ? grad_out_in.contiguous() : grad_out_in.t().contiguous();
+  const at::Tensor x = gather ? x_in.contiguous() : x_in.t().contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x_in.scalar_type(), "sparse_linear_grad_weight_cpu", [&] {
     using math_t = at::opmath_type<scalar_t>;
     const int64_t* flat = out_flat.const_data_ptr<int64_t>();
     TORCH_CHECK(flat[kept - 1] < grad_weight.numel() && flat[0] >= 0, "ndsnn.sparse_linear: out_flat out of range");
-    const scalar_t* gt = grad_t.const_data_ptr<scalar_t>();
-    const scalar_t* xt = x_t.const_data_ptr<scalar_t>();
+    const scalar_t* gp = grad_out.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* gw = grad_weight.data_ptr<scalar_t>();
+    if (gather) {
+      grad_weight_by_gather(gp, xp, flat, kept, batch, in_features, out_features, gw);
+      return;
+    }
+    // Transposed, so each kept weight's dot product runs over two contiguous rows of length B.
     at::parallel_for(0, kept, 64, [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
-        const scalar_t* a = gt + (flat[k] / in_features) * batch;
-        const scalar_t* c = xt + (flat[k] % in_features) * batch;
+        const scalar_t* a = gp + (flat[k] / in_features) * batch;
+        const scalar_t* c = xp + (flat[k] % in_features) * batch;
         gw[flat[k]] = static_cast<scalar_t>(dot<scalar_t, math_t>(a, c, batch));
       }
     });
