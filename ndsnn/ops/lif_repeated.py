@@ -2,7 +2,7 @@
 
 Direct encoding feeds the same stem output to the first neurons at all T steps. Expanding it to [T, N, ...]
 and running ``ndsnn.ops.lif`` stores the repeated input, h, and a per-step input gradient that autograd then
-sums over T: four full-size tensors that carry nothing new. ``torch.ops.ndsnn.lif_repeated_forward`` reads
+sums over T: three full-size tensors that carry nothing new. ``torch.ops.ndsnn.lif_repeated_forward`` reads
 the frame once and writes only the spikes; its backward recomputes h from the frame and returns the frame's
 gradient directly. Where no such kernel exists (CUDA for now), the op runs ``lif`` on the expanded frame.
 """
