@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..nn.sparse_layers import MaskedWeight
+from ..ops.nonzero import nonzero_count
 
 COST_KEYS = ("flops_forward", "flops_backward", "sops_forward", "sops_backward", "dense_flops")
 
@@ -63,8 +64,7 @@ class TrainingCost:
             x = inputs[0]
             macs = float(multiply_accumulates(layer, output))
             density = self.densities[name]
-            # a tensor: no device sync here. x.bool().sum() counts as count_nonzero does, in 0.4 of its time
-            rate = x.detach().bool().sum().double() / max(1, x.numel())
+            rate = nonzero_count(x.detach()).double() / max(1, x.numel())  # a tensor: no device sync here
             weight_density = 1.0 if layer.dense_weight_grad else density
             self.pending["flops_forward"] += 2 * macs * density
             self.pending["flops_backward"] += 2 * macs * density + 2 * macs * weight_density
