@@ -7,12 +7,14 @@ evaluation on the 10000 test images; the runs take turns, one at a time.
 
     python benchmarks/bench_epoch.py                    # the four ndsnn runs and SpikingJelly
     python benchmarks/bench_epoch.py --runs dense ndsnn99
+    python benchmarks/bench_epoch.py --runs dense ndsnn99 --repeat 3   # rounds in turns, medians of ratios
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,22 +66,43 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", default=[*NDSNN_RUNS, "spikingjelly"],
                         choices=[*NDSNN_RUNS, "spikingjelly"])  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of all the runs, in turns; each ratio is taken against the dense run of "
+                             "its own round, and the summary gives their medians (default 1)")  # fmt: skip
     parser.add_argument("--output", default="epoch_fashion_mnist_cpu.json")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be a positive integer, got {args.repeat}")
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        for name in args.runs:
-            row = spikingjelly_run(Path(work)) if name == "spikingjelly" else ndsnn_run(name, Path(work))
-            rows.append(row)
-            print(f"{row['run']:18s}: {row['trainer_wall_s']:7.1f} s, test accuracy {100 * row['test_accuracy']:.2f}%, "
-                  f"sparsity {100 * row['sparsity']:.1f}%", flush=True)  # fmt: skip
-    base = next((r["trainer_wall_s"] for r in rows if r["run"] == "dense"), None)
-    for row in rows:
-        row["time_vs_ndsnn_dense"] = row["trainer_wall_s"] / base if base else None
-        print(f"{row['run']:18s}: {row['time_vs_ndsnn_dense']:.2f}x the time of ndsnn dense" if base else "")
+        for round_index in range(args.repeat):
+            round_rows = []
+            for name in args.runs:
+                row = spikingjelly_run(Path(work)) if name == "spikingjelly" else ndsnn_run(name, Path(work))
+                row["round"] = round_index
+                round_rows.append(row)
+                accuracy, sparsity = 100 * row["test_accuracy"], 100 * row["sparsity"]
+                print(f"{row['run']:18s}: {row['trainer_wall_s']:7.1f} s, test accuracy {accuracy:.2f}%, "
+                      f"sparsity {sparsity:.1f}%", flush=True)  # fmt: skip
+            base = next((r["trainer_wall_s"] for r in round_rows if r["run"] == "dense"), None)
+            for row in round_rows:
+                row["time_vs_ndsnn_dense"] = row["trainer_wall_s"] / base if base else None
+            rows += round_rows
+    summary = {}
+    for name in dict.fromkeys(r["run"] for r in rows):
+        mine = [r for r in rows if r["run"] == name]
+        ratios = [r["time_vs_ndsnn_dense"] for r in mine if r["time_vs_ndsnn_dense"] is not None]
+        summary[name] = {"median_s": statistics.median(r["trainer_wall_s"] for r in mine),
+                         "min_s": min(r["trainer_wall_s"] for r in mine),
+                         "max_s": max(r["trainer_wall_s"] for r in mine),
+                         "median_vs_ndsnn_dense": statistics.median(ratios) if ratios else None,
+                         "ratios_vs_ndsnn_dense": ratios}  # fmt: skip
+        ratio = summary[name]["median_vs_ndsnn_dense"]
+        versus = f", {ratio:.2f}x the time of ndsnn dense (median of {len(ratios)} rounds)" if ratio else ""
+        print(f"{name:18s}: median {summary[name]['median_s']:.1f} s{versus}")
     payload = {"benchmark": "bench_epoch", "environment": environment(torch.device("cpu")), "settings": SETTINGS,
                "timed": "the trainer's wall clock: one epoch of training plus the test-set evaluation",
-               "results": rows}  # fmt: skip
+               "repeat": args.repeat, "summary": summary, "results": rows}  # fmt: skip
     print(f"wrote {write_results(args.output, payload)}")
     return 0
 
