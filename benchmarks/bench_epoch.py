@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         for round_index in range(args.repeat):
             round_rows = []
             for name in args.runs:
-                row = spikingjelly_run(Path(work)) if name == "spikingjelly" else ndsnn_run(name, Path(work))
+                here = Path(work) / f"round{round_index}"
+                row = spikingjelly_run(here) if name == "spikingjelly" else ndsnn_run(name, here)
                 row["round"] = round_index
                 round_rows.append(row)
                 accuracy, sparsity = 100 * row["test_accuracy"], 100 * row["sparsity"]
