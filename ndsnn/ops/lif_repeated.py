@@ -12,15 +12,11 @@ from __future__ import annotations
 import torch
 
 from .. import _extension
-from .lif import check_lif_args, lif
+from .lif import _split_param, check_lif_args, lif
 from .lif_reference import Param
 from .surrogate import DEFAULT_ALPHA
 
 FORWARD_OP = "lif_repeated_forward"
-
-
-def _split(value: Param) -> tuple[torch.Tensor | None, float]:
-    return (value, 0.0) if isinstance(value, torch.Tensor) else (None, float(value))
 
 
 def lif_repeated(
@@ -47,8 +43,8 @@ def lif_repeated(
     if not _extension.kernel_ready(FORWARD_OP, current.device):
         return lif(x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha)
     alpha = DEFAULT_ALPHA[surrogate] if alpha is None else float(alpha)
-    tau_t, tau_v = _split(tau)
-    th_t, th_v = _split(v_threshold)
+    tau_t, tau_v = _split_param(tau)
+    th_t, th_v = _split_param(v_threshold)
     v_reset = None if v_reset is None else float(v_reset)
     return torch.ops.ndsnn.lif_repeated_forward(
         current, steps, tau_t, th_t, tau_v, th_v, v_reset, decay_input, detach_reset, surrogate, alpha
