@@ -100,6 +100,47 @@ at::Tensor lif_repeated_forward_host(const at::Tensor& current_in, int64_t steps
   return spikes;
 }
 
+// The backward of a LIF of constant current, whatever follows it: (grad_current, grad_tau, grad_v_threshold)
+// of `current` (contiguous) over `steps` steps, the parameter gradients empty unless asked for.
+// launch(surrogate_tag, args) runs the device kernel, which writes every element of args.grad_current; it is
+// not called when there is no work (then grad_current is zeros). The caller's launch sets its own inputs.
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_repeated_backward_run(
+    const at::Tensor& current, int64_t steps, bool has_work, const std::optional<at::Tensor>& tau,
+    const std::optional<at::Tensor>& v_threshold, double tau_value, double v_threshold_value,
+    std::optional<double> v_reset, bool decay_input, bool detach_reset, c10::string_view surrogate, double alpha,
+    bool tau_grad, bool v_threshold_grad, const Launch& launch) {
+  TORCH_CHECK(!tau_grad || tau.has_value(), "ndsnn.lif_repeated_backward: tau_grad needs tau as a tensor");
+  TORCH_CHECK(!v_threshold_grad || v_threshold.has_value(),
+              "ndsnn.lif_repeated_backward: v_threshold_grad needs v_threshold as a tensor");
+  surrogate_from_name(std::string(surrogate));
+  const LifLayout layout = lif_repeated_layout(current, steps, tau, tau_value, v_threshold, alpha);
+  at::Tensor grad_current = has_work ? at::empty_like(current, at::MemoryFormat::Contiguous)
+                                     : at::zeros_like(current, at::MemoryFormat::Contiguous);
+  at::Tensor grad_tau = at::empty({0}, current.options());
+  at::Tensor grad_th = at::empty({0}, current.options());
+  const at::Tensor frames = current.unsqueeze(0);  // the [T, N, C, ...] view the parameter reduction expects
+  dispatch_repeated_type(current.scalar_type(), [&](auto tag) {
+    using scalar_t = typename decltype(tag)::type;
+    using math_t = at::opmath_type<scalar_t>;
+    const at::ScalarType math_type = c10::CppTypeToScalarType<math_t>::value;
+    at::Tensor tau_partial = at::zeros({tau_grad ? layout.neurons : 0}, current.options().dtype(math_type));
+    at::Tensor th_partial = at::zeros({v_threshold_grad ? layout.neurons : 0}, current.options().dtype(math_type));
+    if (has_work) {
+      auto args = repeated_args<scalar_t>(current, param_values(tau, math_type), tau_value,
+                                          param_values(v_threshold, math_type), v_threshold_value, v_reset,
+                                          decay_input, detach_reset, alpha, layout);
+      args.grad_current = grad_current.data_ptr<scalar_t>();
+      args.grad_tau = tau_grad ? tau_partial.data_ptr<math_t>() : nullptr;
+      args.grad_v_threshold = v_threshold_grad ? th_partial.data_ptr<math_t>() : nullptr;
+      dispatch_surrogate(surrogate, [&](auto surrogate_tag) { launch(surrogate_tag, args); });
+    }
+    if (tau_grad) grad_tau = reduce_param_grad(tau_partial, tau, frames, layout);
+    if (v_threshold_grad) grad_th = reduce_param_grad(th_partial, v_threshold, frames, layout);
+  });
+  return {grad_current, grad_tau, grad_th};
+}
+
 // (grad_current, grad_tau, grad_v_threshold); the parameter gradients are empty unless asked for.
 // launch(surrogate_tag, args) runs the device kernel; it is not called for empty input.
 template <typename Launch>
@@ -114,39 +155,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_repeated_backward_host(
   TORCH_CHECK(grad_spikes_in.scalar_type() == current_in.scalar_type() &&
                   grad_spikes_in.device() == current_in.device(),
               "ndsnn.lif_repeated_backward: grad_spikes must have current's dtype and device");
-  TORCH_CHECK(!tau_grad || tau.has_value(), "ndsnn.lif_repeated_backward: tau_grad needs tau as a tensor");
-  TORCH_CHECK(!v_threshold_grad || v_threshold.has_value(),
-              "ndsnn.lif_repeated_backward: v_threshold_grad needs v_threshold as a tensor");
-  surrogate_from_name(std::string(surrogate));
-  const LifLayout layout =
-      lif_repeated_layout(current_in, grad_spikes_in.size(0), tau, tau_value, v_threshold, alpha);
   const at::Tensor current = current_in.contiguous();
   const at::Tensor grad_spikes = grad_spikes_in.contiguous();
-  at::Tensor grad_current = grad_spikes.numel() > 0 ? at::empty_like(current, at::MemoryFormat::Contiguous)
-                                                   : at::zeros_like(current, at::MemoryFormat::Contiguous);
-  at::Tensor grad_tau = at::empty({0}, current.options());
-  at::Tensor grad_th = at::empty({0}, current.options());
-  const at::Tensor frames = current.unsqueeze(0);  // the [T, N, C, ...] view the parameter reduction expects
-  dispatch_repeated_type(current.scalar_type(), [&](auto tag) {
-    using scalar_t = typename decltype(tag)::type;
-    using math_t = at::opmath_type<scalar_t>;
-    const at::ScalarType math_type = c10::CppTypeToScalarType<math_t>::value;
-    at::Tensor tau_partial = at::zeros({tau_grad ? layout.neurons : 0}, current.options().dtype(math_type));
-    at::Tensor th_partial = at::zeros({v_threshold_grad ? layout.neurons : 0}, current.options().dtype(math_type));
-    if (grad_spikes.numel() > 0) {
-      auto args = repeated_args<scalar_t>(current, param_values(tau, math_type), tau_value,
-                                          param_values(v_threshold, math_type), v_threshold_value, v_reset,
-                                          decay_input, detach_reset, alpha, layout);
-      args.grad_spikes = grad_spikes.const_data_ptr<scalar_t>();
-      args.grad_current = grad_current.data_ptr<scalar_t>();
-      args.grad_tau = tau_grad ? tau_partial.data_ptr<math_t>() : nullptr;
-      args.grad_v_threshold = v_threshold_grad ? th_partial.data_ptr<math_t>() : nullptr;
-      dispatch_surrogate(surrogate, [&](auto surrogate_tag) { launch(surrogate_tag, args); });
-    }
-    if (tau_grad) grad_tau = reduce_param_grad(tau_partial, tau, frames, layout);
-    if (v_threshold_grad) grad_th = reduce_param_grad(th_partial, v_threshold, frames, layout);
-  });
-  return {grad_current, grad_tau, grad_th};
+  return lif_repeated_backward_run(
+      current, grad_spikes.size(0), grad_spikes.numel() > 0, tau, v_threshold, tau_value, v_threshold_value,
+      v_reset, decay_input, detach_reset, surrogate, alpha, tau_grad, v_threshold_grad,
+      [&](auto surrogate_tag, auto args) {
+        using scalar_t = typename decltype(args)::scalar;
+        args.grad_spikes = grad_spikes.const_data_ptr<scalar_t>();
+        launch(surrogate_tag, args);
+      });
 }
 
 }  // namespace ndsnn

@@ -65,6 +65,19 @@ TORCH_LIBRARY(ndsnn, m) {
       "float tau_value, float v_threshold_value, float? v_reset, bool decay_input, bool detach_reset, "
       "str surrogate, float alpha, bool tau_grad, bool v_threshold_grad) "
       "-> (Tensor grad_current, Tensor grad_tau, Tensor grad_v_threshold)");
+  // lif_repeated followed by max pooling of window = stride (no padding, floor) over current [N, C, H, W]:
+  // returns the pooled spikes [steps, N, C, H / window, W / window] and the number of spikes fired (int64, for
+  // firing rates); the full-size spikes are never stored. Backward recomputes them, and the gradient of each
+  // window goes to its first maximum in row-major order, as max_pool2d's.
+  m.def(
+      "lif_repeated_max_pool_forward(Tensor current, int steps, int window, Tensor? tau, Tensor? v_threshold, "
+      "float tau_value, float v_threshold_value, float? v_reset, bool decay_input, bool detach_reset, "
+      "str surrogate, float alpha) -> (Tensor pooled, Tensor spike_count)");
+  m.def(
+      "lif_repeated_max_pool_backward(Tensor grad_pooled, Tensor current, int window, Tensor? tau, "
+      "Tensor? v_threshold, float tau_value, float v_threshold_value, float? v_reset, bool decay_input, "
+      "bool detach_reset, str surrogate, float alpha, bool tau_grad, bool v_threshold_grad) "
+      "-> (Tensor grad_current, Tensor grad_tau, Tensor grad_v_threshold)");
   // Batch norm (per channel = dim 2 of x [T, N, C, ...], over all other dims) fused with multi-step LIF of
   // scalar tau / v_threshold. batch_norm_stats: per-channel mean and biased variance, in the arithmetic type
   // (float for 16-bit x). batch_norm_lif_forward: spikes of LIF(x * scale + shift (+ residual)), with

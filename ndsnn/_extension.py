@@ -53,6 +53,8 @@ OPS = (
     "lif_backward_fast",
     "lif_repeated_forward",
     "lif_repeated_backward",
+    "lif_repeated_max_pool_forward",
+    "lif_repeated_max_pool_backward",
     "sparse_conv2d_forward",
     "sparse_conv2d_grad_input",
     "sparse_conv2d_grad_weight",

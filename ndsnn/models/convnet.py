@@ -32,7 +32,7 @@ class SpikingConvNet(SpikingClassifier):
         self.fc2 = classifier_linear(hidden, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.pool1(self.fire_stem(images, self.stem, self.stem_lif))
+        x = self.fire_stem(images, self.stem, self.stem_lif, pool=self.pool1)
         x = self.pool2(self.block(x))
         x = self.fc_lif(self.fc1(x.flatten(2)))
         return self.fc2(x)

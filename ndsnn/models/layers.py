@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nn import LIF, SparseLinear, SparseSpikingConv2d, batch_norm_then_lif
+from ..nn import LIF, MaxPool2d, SparseLinear, SparseSpikingConv2d, batch_norm_then_lif
+from ..nn.lif_pool import lif_pool_fusable, repeated_lif_then_max_pool
+from ..ops.lif_repeated_pool import MAX_WINDOW as MAX_POOL_WINDOW
 
 # LIF settings of the models of Kim et al. (ECCV 2022, "Exploring lottery ticket hypothesis in spiking
 # neural networks"), the setup NDSNN and its baselines are compared in: leak 0.75 (tau = 4/3), hard reset
@@ -76,10 +78,32 @@ class SpikingClassifier(nn.Module):
             raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
         return stem(images.unsqueeze(0))[0]
 
-    def fire_stem(self, images: torch.Tensor, stem: nn.Module, neurons: LIF) -> torch.Tensor:
+    def fire_stem(
+        self, images: torch.Tensor, stem: nn.Module, neurons: LIF, pool: nn.Module | None = None
+    ) -> torch.Tensor:
         """The first neurons' spikes [T, N, ...] under the stem's output at every step, computed from the one
-        frame (LIF's steps argument) rather than from T stored copies of it."""
-        return neurons(self.stem_current(images, stem), steps=self.timesteps)
+        frame (LIF's steps argument) rather than from T stored copies of it; then pool(spikes) if a pool is
+        given. A PerFrame(ndsnn.nn.MaxPool2d) pool of window = stride runs fused with the neurons
+        (ndsnn.nn.lif_pool), which never stores the full-size spikes."""
+        current = self.stem_current(images, stem)
+        window = fusable_pool_window(pool) if pool is not None else None
+        if window is not None and current.dim() == 4 and lif_pool_fusable(neurons):
+            return repeated_lif_then_max_pool(neurons, current, self.timesteps, window)
+        spikes = neurons(current, steps=self.timesteps)
+        return spikes if pool is None else pool(spikes)
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def fusable_pool_window(pool: nn.Module) -> int | None:
+    """The window of a PerFrame(ndsnn.nn.MaxPool2d) pooling that ndsnn's pooling kernel computes (window =
+    stride, no padding, floor), with no hooks on either module; None for any other pooling."""
+    if type(pool) is not PerFrame or type(pool.module) is not MaxPool2d or _has_hooks(pool) or _has_hooks(pool.module):
+        return None
+    window = pool.module._window()
+    return window if window is not None and window <= MAX_POOL_WINDOW else None
 
 
 def per_step_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

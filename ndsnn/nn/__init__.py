@@ -3,6 +3,7 @@
 from .batch_norm_lif import batch_norm_lif_fusion, batch_norm_then_lif
 from .convert import masked_modules, sparsify
 from .lif import LIF
+from .lif_pool import lif_pool_fusion
 from .masking import keep_pruned_zero, zero_pruned_
 from .pooling import MaxPool2d
 from .sparse_layers import MaskedWeight, SparseLinear, SparseSpikingConv2d
@@ -16,6 +17,7 @@ __all__ = [
     "batch_norm_lif_fusion",
     "batch_norm_then_lif",
     "keep_pruned_zero",
+    "lif_pool_fusion",
     "masked_modules",
     "sparsify",
     "zero_pruned_",

@@ -59,6 +59,7 @@ class LIF(nn.Module):
         self.store_h = store_h
         self.last_h: torch.Tensor | None = None
         self._spike_observers: OrderedDict[int, Callable[[LIF, torch.Tensor], None]] = OrderedDict()
+        self._rate_observers: OrderedDict[int, Callable[[LIF, torch.Tensor], None]] = OrderedDict()
         self._tau = float(tau)
         self._v_threshold = float(v_threshold)
         self.tau_logit = nn.Parameter(torch.full(shape, -math.log(tau - 1.0))) if learnable_tau else None
@@ -74,16 +75,41 @@ class LIF(nn.Module):
 
     def observe_spikes(self, observer: Callable[[LIF, torch.Tensor], None]) -> RemovableHandle:
         """Calls observer(self, spikes) with this layer's output at every forward, also where a fused op computes
-        it (ndsnn.nn.batch_norm_then_lif), which a forward hook would turn off. Returns a handle to remove it."""
+        it (ndsnn.nn.batch_norm_then_lif), which a forward hook would turn off. Ops that never store the full
+        spikes (the stem's LIF fused with pooling) are turned off while a spike observer is registered; an
+        observer that needs only the firing rate should use observe_firing_rate. Returns a handle to remove it."""
         handle = RemovableHandle(self._spike_observers)
         self._spike_observers[handle.id] = observer
         return handle
 
+    def observe_firing_rate(self, observer: Callable[[LIF, torch.Tensor], None]) -> RemovableHandle:
+        """Calls observer(self, rate) at every forward with the fraction of this layer's neurons and steps that
+        fired (a 0-dim float tensor, not synchronised), whichever op computed the spikes, including fused ops that
+        never store them. Returns a handle to remove it."""
+        handle = RemovableHandle(self._rate_observers)
+        self._rate_observers[handle.id] = observer
+        return handle
+
+    def has_spike_observers(self) -> bool:
+        """Whether an observer needs this layer's full spikes (observe_spikes)."""
+        return bool(getattr(self, "_spike_observers", None))
+
     def notify_observers(self, spikes: torch.Tensor) -> torch.Tensor:
-        """Hands spikes to the observers (observe_spikes) and returns them: the last step of every forward."""
+        """Hands spikes to the observers (observe_spikes, and their rate to observe_firing_rate's) and returns
+        them: the last step of every forward."""
         for observer in getattr(self, "_spike_observers", {}).values():
             observer(self, spikes)
+        rate_observers = getattr(self, "_rate_observers", {})
+        if rate_observers:
+            rate = spikes.detach().float().mean()
+            for observer in rate_observers.values():
+                observer(self, rate)
         return spikes
+
+    def notify_firing_rate(self, rate: torch.Tensor) -> None:
+        """Hands the firing rate to the rate observers, for ops that never store the spikes."""
+        for observer in getattr(self, "_rate_observers", {}).values():
+            observer(self, rate)
 
     @torch.no_grad()
     def make_learnable(self, threshold: bool = True, tau: bool = True) -> list[nn.Parameter]:

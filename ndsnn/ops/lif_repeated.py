@@ -19,6 +19,19 @@ from .surrogate import DEFAULT_ALPHA
 FORWARD_OP = "lif_repeated_forward"
 
 
+def check_repeated_args(current: torch.Tensor, steps: int, tau: Param, v_threshold: Param, v_reset: float | None,
+                        surrogate: str, alpha: float | None) -> torch.Tensor:  # fmt: skip
+    """Raises ValueError for a bad argument of lif_repeated; returns current expanded over the steps (a view)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if not isinstance(current, torch.Tensor) or current.dim() < 1:
+        shape = tuple(current.shape) if isinstance(current, torch.Tensor) else type(current).__name__
+        raise ValueError(f"current must be a tensor of shape [N, ...] (one frame), got {shape}")
+    x_seq = current.expand(steps, *current.shape)
+    check_lif_args(x_seq, tau, v_threshold, v_reset, surrogate, alpha, None)
+    return x_seq
+
+
 def lif_repeated(
     current: torch.Tensor,
     steps: int,
@@ -33,13 +46,7 @@ def lif_repeated(
     """Spikes [steps, N, ...] of LIF neurons whose input is `current` [N, ...] at every step; equal to
     ``lif(current.expand(steps, *current.shape), ...)`` in value and gradient. Per-channel tau / v_threshold
     have one element per channel = current.shape[1]."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not isinstance(current, torch.Tensor) or current.dim() < 1:
-        shape = tuple(current.shape) if isinstance(current, torch.Tensor) else type(current).__name__
-        raise ValueError(f"current must be a tensor of shape [N, ...] (one frame), got {shape}")
-    x_seq = current.expand(steps, *current.shape)
-    check_lif_args(x_seq, tau, v_threshold, v_reset, surrogate, alpha, None)
+    x_seq = check_repeated_args(current, steps, tau, v_threshold, v_reset, surrogate, alpha)
     if not _extension.kernel_ready(FORWARD_OP, current.device):
         return lif(x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha)
     alpha = DEFAULT_ALPHA[surrogate] if alpha is None else float(alpha)

@@ -14,14 +14,15 @@ class SpikeRates:
     def __init__(self, model: nn.Module) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
-        # observers, not forward hooks: a hook on a LIF layer would turn off its fusion with batch norm
-        self.handles = [module.observe_spikes(self._observer(name))
+        # rate observers, not forward hooks: a hook on a LIF layer would turn off its fusion with batch norm, and
+        # a spike observer its fusion with pooling
+        self.handles = [module.observe_firing_rate(self._observer(name))
                         for name, module in model.named_modules() if isinstance(module, LIF)]  # fmt: skip
 
     def _observer(self, name: str):
-        def record(module: nn.Module, output: torch.Tensor) -> None:
+        def record(module: nn.Module, rate: torch.Tensor) -> None:
             if module.training and torch.is_grad_enabled():
-                self.sums[name] = self.sums.get(name, 0.0) + output.detach().float().mean()  # no sync
+                self.sums[name] = self.sums.get(name, 0.0) + rate  # no sync
                 self.counts[name] = self.counts.get(name, 0) + 1
 
         return record
