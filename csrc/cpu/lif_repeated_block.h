@@ -3,7 +3,6 @@
 // (csrc/cpu/lif_repeated_pool_cpu.cpp) share. Blocks hold at most kBlock neurons.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 
 #include <ATen/OpMathType.h>
@@ -49,6 +48,22 @@ inline void fire_repeated_block(const math_t* x, const BlockParams<math_t>& para
   }
 }
 
+// One step of charging: h = the potential before the spike decision, v updated past it. Every pointer is
+// restrict-qualified: with h possibly aliasing the others, GCC does not vectorise the loop.
+template <typename math_t>
+inline void charge_step(const math_t* __restrict__ x, const math_t* __restrict__ tau,
+                        const math_t* __restrict__ v_threshold, math_t* __restrict__ v, math_t* __restrict__ h,
+                        int64_t count, const RepeatedSettings<math_t>& s) {
+  const math_t v_reset = s.v_reset;
+  const bool hard_reset = s.hard_reset, decay_input = s.decay_input;
+  for (int64_t j = 0; j < count; ++j) {
+    const math_t th = v_threshold[j];
+    const math_t value = lif_charge<math_t>(v[j], x[j], tau[j], v_reset, decay_input);
+    h[j] = value;
+    v[j] = lif_reset<math_t>(value, value >= th, th, v_reset, hard_reset);
+  }
+}
+
 // h_t of one block for every step, as forward computes them: h[t * stride + j].
 template <typename math_t>
 inline void charge_repeated_block(const math_t* x, const BlockParams<math_t>& params, math_t* h, int64_t stride,
@@ -56,17 +71,7 @@ inline void charge_repeated_block(const math_t* x, const BlockParams<math_t>& pa
   math_t v[kBlock];
   const math_t v_start = s.hard_reset ? s.v_reset : math_t(0);
   for (int64_t j = 0; j < count; ++j) v[j] = v_start;
-  for (int64_t t = 0; t < steps; ++t) {
-    // computed into a local array, then copied: a store to h in this loop stops GCC from vectorising it
-    math_t charged[kBlock];
-    for (int64_t j = 0; j < count; ++j) {
-      const math_t th = params.v_threshold[j];
-      const math_t value = lif_charge<math_t>(v[j], x[j], params.tau[j], s.v_reset, s.decay_input);
-      charged[j] = value;
-      v[j] = lif_reset<math_t>(value, value >= th, th, s.v_reset, s.hard_reset);
-    }
-    std::copy(charged, charged + count, h + t * stride);
-  }
+  for (int64_t t = 0; t < steps; ++t) charge_step(x, params.tau, params.v_threshold, v, h + t * stride, count, s);
 }
 
 // What backward of a block returns per neuron: the input's gradient (summed over the steps) and the
