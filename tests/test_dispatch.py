@@ -342,3 +342,20 @@ def test_a_large_input_is_judged_on_a_sample_that_tells_spikes_from_real_values(
     dense_but_pixel_zero[..., 0, 0] = 0.0
     assert not looks_like_spikes(dense_but_pixel_zero)
     assert looks_like_spikes(x.transpose(0, 1)) is spikes  # not contiguous: counted in full
+
+
+def test_a_bucket_far_from_the_crossover_is_dense_untimed(measured, monkeypatch):
+    """A schedule that lowers the density times only the buckets near the crossover: where dense won by far at a
+    higher density, the sparse time scaled to the new density settles it; the timings persist on disk."""
+    assert _decide(_call(bucket=4), measured, 10.0, 1.0, monkeypatch) is False  # timed: sparse 10x slower
+    assert _decide(_call(bucket=5), measured, 0.1, 1.0, monkeypatch) is False  # scaled: about 8x slower, untimed
+    assert len(measured) == 1
+    assert _decide(_call(bucket=16), measured, 0.5, 1.0, monkeypatch) is True  # scaled: 1.05x, close: timed
+    assert len(measured) == 2
+    payload = json.loads(dispatch.cache_file().read_text())
+    assert payload["timings"][_call(bucket=4).key()] == [10.0, 1.0]
+    dispatch.clear()  # a new process
+    assert _decide(_call(bucket=6), measured, 0.1, 1.0, monkeypatch) is False  # from the disk's timing, untimed
+    assert len(measured) == 2
+    assert _decide(_call(bucket=5, spikes=False), measured, 0.5, 1.0, monkeypatch) is True  # another layer: timed
+    assert len(measured) == 3

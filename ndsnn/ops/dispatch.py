@@ -11,7 +11,11 @@ so later runs on the same machine time nothing, in the spirit of cudnn.benchmark
 Above half density nothing is timed: the dense op serves (no measured layer's crossover is above 20%).
 Density only moves the sparse kernels' time, in one direction: where they won at some density they win at
 every lower one, and where dense won they lose at every higher one; a new density bucket (a mask that
-changes, as NDSNN's does) is decided from the neighbours without timing whenever they settle it.
+changes, as NDSNN's does) is decided from the neighbours without timing whenever they settle it. Where dense
+won at a higher density, the sparse time measured there, scaled down in proportion to the density (their
+work is proportional to the kept weights plus fixed costs, so this is optimistic for them), says whether
+the new bucket can be close: if even that estimate loses by more than FAR_FROM_CROSSOVER, dense is chosen
+untimed. So a density schedule times only the buckets near each layer's crossover.
 
 NDSNN_DISPATCH=table (or `ndsnn train --deterministic`) decides from the crossover table shipped with the
 package instead (ndsnn.ops.crossover): no timing, the same choice on every run and machine.
@@ -36,11 +40,15 @@ import torch
 from .. import _extension, settings
 
 MARGIN = 1.1  # the sparse kernels run only where at least this much faster than dense
+# A bucket is left untimed (dense) when the sparse time of a denser timed bucket, scaled in proportion to the
+# density, would still be this many times slower than MARGIN allows.
+FAR_FROM_CROSSOVER = 1.5
 # Above this density the sparse kernels are not timed: dense wins (no layer of the crossover tables, on any
 # device, has its crossover above 20%), and a first-sight timing on a noisy machine must not say otherwise.
 MAX_SPARSE_DENSITY = 0.5
 FORMAT = 1
 _decisions: dict[str, bool] = {}
+_timings: dict[str, tuple[float, float]] = {}  # (sparse, dense) seconds of the timed decisions
 _memo: dict[LayerCall, bool] = {}  # the same decisions by call, without building the key string
 _loaded_from: Path | None = None
 
@@ -132,6 +140,9 @@ def _load_disk() -> None:
             raise ValueError("unknown format")
         for key, value in payload["decisions"].items():
             _decisions.setdefault(key, bool(value))
+        for key, value in payload.get("timings", {}).items():
+            sparse_s, dense_s = (float(v) for v in value)
+            _timings.setdefault(key, (sparse_s, dense_s))
     except FileNotFoundError:
         return
     except (OSError, ValueError, TypeError) as error:
@@ -145,7 +156,8 @@ def _save_disk() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(descriptor, "w") as handle:
-            json.dump({"format": FORMAT, "decisions": dict(sorted(_decisions.items()))}, handle)
+            json.dump({"format": FORMAT, "decisions": dict(sorted(_decisions.items())),
+                       "timings": {key: list(value) for key, value in sorted(_timings.items())}}, handle)  # fmt: skip
         os.replace(temporary, path)
     except OSError:  # a read-only cache: decisions stay in the process
         return
@@ -167,6 +179,7 @@ def clear() -> None:
     """Forget every decision of this process (the disk cache is read again on the next one)."""
     global _loaded_from
     _decisions.clear()
+    _timings.clear()
     _memo.clear()
     _loaded_from = None
     _forget_dense_calls()
@@ -223,7 +236,30 @@ def inferred(call: LayerCall) -> bool | None:
         return True
     if any(not value and bucket >= call.bucket for bucket, value in known):  # dense won at a lower density
         return False
+    if far_from_crossover(call):
+        return False
     return None
+
+
+def bucket_density(bucket: int) -> float:
+    """The highest density of a bucket (density_bucket's inverse)."""
+    return 2.0 ** (-bucket / 4)
+
+
+def far_from_crossover(call: LayerCall) -> bool:
+    """Whether a denser bucket of the same layer was timed with dense winning by so much that the sparse time
+    there, scaled down in proportion to the density, still loses here by FAR_FROM_CROSSOVER."""
+    prefix = call.key()[: call.key().rindex(",")]
+    for key, (sparse_s, dense_s) in _timings.items():
+        if not key.startswith(prefix):
+            continue
+        bucket = int(json.loads(key)[-1])
+        if bucket < call.bucket:
+            # the lowest density of this bucket against the highest of the timed one: the estimate's best case
+            scaled = sparse_s * bucket_density(call.bucket + 1) / bucket_density(bucket)
+            if scaled * MARGIN > dense_s * FAR_FROM_CROSSOVER:
+                return True
+    return False
 
 
 Timers = tuple[Callable[[], None], Callable[[], None]]
@@ -251,6 +287,7 @@ def decide(call: LayerCall, timers: Callable[[], Timers], prior: Callable[[], bo
     if choice is None:
         sparse_s, dense_s = _time_both(*timers(), device)
         choice = sparse_s * MARGIN <= dense_s
+        _timings[key] = (sparse_s, dense_s)
     _decisions[key] = _memo[call] = choice
     _save_disk()
     return choice
