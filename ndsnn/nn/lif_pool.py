@@ -54,6 +54,6 @@ def repeated_lif_then_max_pool(neurons: LIF, current: torch.Tensor, steps: int, 
         neurons.alpha,
     )
     neurons.last_h = None
-    if neurons._rate_observers:
+    if getattr(neurons, "_rate_observers", None):  # modules built before rate observers existed have none
         neurons.notify_firing_rate(fired.to(torch.float32) / max(1, steps * current.numel()))
     return pooled
