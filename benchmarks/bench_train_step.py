@@ -90,7 +90,10 @@ class TorchLoopLIF(nn.Module):
         self.options = dict(tau=lif.tau, v_threshold=lif.v_threshold, v_reset=lif.v_reset,
                             detach_reset=lif.detach_reset, surrogate=lif.surrogate)  # fmt: skip
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_seq: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        # the models hand their first LIF layer one frame and the step count: expanded, as the baselines run it
+        if steps is not None:
+            x_seq = x_seq.expand(steps, *x_seq.shape)
         return lif_reference(x_seq, **self.options)[0]
 
 
@@ -102,8 +105,10 @@ def spikingjelly_lif(lif: LIF) -> nn.Module | None:
         return None
 
     class ResettingLIFNode(neuron.LIFNode):
-        def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        def forward(self, x_seq: torch.Tensor, steps: int | None = None) -> torch.Tensor:
             self.reset()
+            if steps is not None:  # one frame for every step, as the models' first LIF layer gets it
+                x_seq = x_seq.expand(steps, *x_seq.shape)
             return super().forward(x_seq)
 
     options = dict(tau=float(lif.tau), v_threshold=float(lif.v_threshold), v_reset=lif.v_reset, step_mode="m")
