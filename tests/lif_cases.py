@@ -46,3 +46,22 @@ def assert_grads_close(got, want, rtol, atol) -> None:
             assert g is None
         else:
             torch.testing.assert_close(g.float(), w.float(), rtol=rtol, atol=atol)
+
+
+def frame_params(kind: str, current: torch.Tensor):
+    """tau, v_threshold for an op on one frame [N, C, ...]: numbers, one-element tensors, or one per channel
+    (current.shape[1])."""
+    if kind == "float":
+        return 1.6, 0.9
+    dtype = torch.float64 if current.dtype == torch.float64 else torch.float32
+    if kind == "scalar":
+        return (torch.tensor([1.7], dtype=dtype, device=current.device, requires_grad=True),
+                torch.tensor(0.9, dtype=dtype, device=current.device, requires_grad=True))  # fmt: skip
+    channels = current.shape[1]
+    return (torch.linspace(1.3, 4.0, channels, dtype=dtype, device=current.device).requires_grad_(),
+            torch.linspace(0.6, 1.4, channels, dtype=dtype, device=current.device).requires_grad_())  # fmt: skip
+
+
+def fresh_leaves(*tensors):
+    """Detached copies of the tensors (leaves that require grad where the originals did); others as they are."""
+    return [t.detach().clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t for t in tensors]

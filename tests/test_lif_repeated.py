@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from kernel_checks import assert_kernels_ran, ops_called, require_kernel
-from lif_cases import OPTION_GRID, grads, lif_input
+from lif_cases import OPTION_GRID, frame_params, fresh_leaves, grads, lif_input
 
 import ndsnn
 from ndsnn import _extension
@@ -29,27 +29,10 @@ def _assert_ran(called: set[str], device: torch.device) -> None:
         assert called & {"lif_forward", "lif_forward_fast"}, f"no LIF kernel ran: {sorted(called)}"
 
 
-def _params(kind: str, current: torch.Tensor):
-    """tau, v_threshold as numbers, one-element tensors, or one per channel (current.shape[1])."""
-    if kind == "float":
-        return 1.6, 0.9
-    dtype = torch.float64 if current.dtype == torch.float64 else torch.float32
-    if kind == "scalar":
-        return (torch.tensor([1.7], dtype=dtype, device=current.device, requires_grad=True),
-                torch.tensor(0.9, dtype=dtype, device=current.device, requires_grad=True))  # fmt: skip
-    channels = current.shape[1]
-    return (torch.linspace(1.3, 4.0, channels, dtype=dtype, device=current.device).requires_grad_(),
-            torch.linspace(0.6, 1.4, channels, dtype=dtype, device=current.device).requires_grad_())  # fmt: skip
-
-
-def _leaves(*tensors):
-    return [t.detach().clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t for t in tensors]
-
-
 def _compare(current, steps, kind, rtol=1e-5, atol=1e-6, **options):
     """Runs lif_repeated and the reference on the expanded frame; asserts spikes and gradients agree."""
-    tau, th = _params(kind, current)
-    got_leaves, want_leaves = _leaves(current, tau, th), _leaves(current, tau, th)
+    tau, th = frame_params(kind, current)
+    got_leaves, want_leaves = fresh_leaves(current, tau, th), fresh_leaves(current, tau, th)
     grad_spikes = torch.randn((steps, *current.shape), dtype=current.dtype, device=current.device)
 
     def run():

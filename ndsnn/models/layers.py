@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..nn import LIF, MaxPool2d, SparseLinear, SparseSpikingConv2d, batch_norm_then_lif
+from ..nn.batch_norm_lif import has_forward_hooks
 from ..nn.lif_pool import lif_pool_fusable, repeated_lif_then_max_pool
 from ..ops.lif_repeated_pool import MAX_WINDOW as MAX_POOL_WINDOW
 
@@ -93,14 +94,15 @@ class SpikingClassifier(nn.Module):
         return spikes if pool is None else pool(spikes)
 
 
-def _has_hooks(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks)
-
-
 def fusable_pool_window(pool: nn.Module) -> int | None:
     """The window of a PerFrame(ndsnn.nn.MaxPool2d) pooling that ndsnn's pooling kernel computes (window =
     stride, no padding, floor), with no hooks on either module; None for any other pooling."""
-    if type(pool) is not PerFrame or type(pool.module) is not MaxPool2d or _has_hooks(pool) or _has_hooks(pool.module):
+    if (
+        type(pool) is not PerFrame
+        or type(pool.module) is not MaxPool2d
+        or has_forward_hooks(pool)
+        or has_forward_hooks(pool.module)
+    ):
         return None
     window = pool.module._window()
     return window if window is not None and window <= MAX_POOL_WINDOW else None

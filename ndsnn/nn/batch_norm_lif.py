@@ -27,7 +27,8 @@ def batch_norm_lif_fusion(enabled: bool) -> Iterator[None]:
         _fusion_enabled = previous
 
 
-def _has_hooks(module: nn.Module) -> bool:
+def has_forward_hooks(module: nn.Module) -> bool:
+    """Whether forward (pre-)hooks watch the module: a fused op would hide its own call from them."""
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
@@ -39,7 +40,7 @@ def fusable(bn: nn.Module, lif: nn.Module, x_seq: torch.Tensor) -> bool:
         _fusion_enabled
         and type(bn) in _BATCH_NORMS
         and type(lif) is LIF
-        and not (_has_hooks(bn) or _has_hooks(lif))
+        and not (has_forward_hooks(bn) or has_forward_hooks(lif))
         and lif.tau_logit is None
         and lif.threshold is None
         and lif.tau_values is None

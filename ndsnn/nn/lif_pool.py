@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import torch
 
 from ..ops.lif_repeated_pool import lif_repeated_max_pool
+from .batch_norm_lif import has_forward_hooks
 from .lif import LIF
 
 _fusion_enabled = True
@@ -32,7 +33,7 @@ def lif_pool_fusable(neurons: torch.nn.Module) -> bool:
     return (
         _fusion_enabled
         and type(neurons) is LIF
-        and not (neurons._forward_hooks or neurons._forward_pre_hooks)
+        and not has_forward_hooks(neurons)
         and not neurons.has_spike_observers()
         and not neurons.store_h
     )
